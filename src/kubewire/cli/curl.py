@@ -1,0 +1,101 @@
+"""`kubewire curl`: a real curl, run in the internet client's namespaces or in a pod's.
+
+With -o json it prints what a script wants: status, headers, body and curl's own timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+
+from kubewire.cli.context import fail
+from kubewire.cli.objects import _container, _pod_for, handle, running_pid
+from kubewire.daemon import lifecycle
+from kubewire.kernel.run import run
+
+
+def _where(h: lifecycle.Handle, from_: str | None) -> int:
+    if from_ is None or from_ in ("internet", "internet-client"):
+        pid = lifecycle.host_pid(h, "internet-client")
+        if pid is None:
+            fail("the internet client is not running (run `kubewire up` again)")
+        return pid
+    if "/" not in from_:
+        fail("--from takes NS/POD (or 'internet')")
+    ns, pod_name = from_.split("/", 1)
+    pod = _pod_for(h, pod_name, ns)
+    return running_pid(h, pod, _container(pod, None))
+
+
+def run_curl(url: str, from_: str | None, headers: list[str], method: str | None, data: str | None, insecure: bool,
+             http2: bool, include: bool, max_time: float, output: str | None) -> None:
+    h = handle()
+    pid = _where(h, from_)
+    tmp = f"{h.dir}/tmp"
+    os.makedirs(tmp, exist_ok=True)
+    tag = uuid.uuid4().hex[:12]
+    body_path, hdr_path = f"{tmp}/{tag}.body", f"{tmp}/{tag}.headers"
+    argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", "curl", "-sS", "--max-time", str(max_time),
+            "-o", body_path, "-D", hdr_path, "-w", "%{json}"]
+    ca = f"{h.dir}/pki/ca.crt"
+    if os.path.exists(ca):
+        argv += ["--cacert", ca]
+    for hd in headers:
+        argv += ["-H", hd]
+    if method:
+        argv += ["-X", method]
+    if data is not None:
+        argv += ["--data-binary", data]
+    if insecure:
+        argv.append("-k")
+    if http2:
+        argv.append("--http2")
+    argv.append(url)
+    try:
+        res = run(argv, check=False, timeout=max_time + 5)
+        body = open(body_path, "rb").read() if os.path.exists(body_path) else b""
+        raw_headers = open(hdr_path, errors="replace").read() if os.path.exists(hdr_path) else ""
+    finally:
+        for p in (body_path, hdr_path):
+            if os.path.exists(p):
+                os.unlink(p)
+    try:
+        info = json.loads(res.stdout or "{}")
+    except json.JSONDecodeError:
+        info = {}
+    if output == "json":
+        blocks = [b for b in raw_headers.replace("\r\n", "\n").split("\n\n") if b.strip()]
+        last = blocks[-1].split("\n") if blocks else []
+        hdrs: dict[str, str] = {}
+        for line in last[1:]:
+            k, _, v = line.partition(":")
+            if k:
+                hdrs[k.strip().lower()] = v.strip()
+        text = body.decode(errors="replace")
+        try:
+            parsed: object = json.loads(text)
+        except ValueError:
+            parsed = text
+        out = {
+            "url": url,
+            "status": info.get("http_code", 0),
+            "httpVersion": info.get("http_version", ""),
+            "remote": f"{info.get('remote_ip', '')}:{info.get('remote_port', '')}",
+            "headers": hdrs,
+            "body": parsed,
+            "timings": {k: info.get(f"time_{k}") for k in
+                        ("namelookup", "connect", "appconnect", "pretransfer", "starttransfer", "total")},
+            "error": res.stderr.strip() or None,
+            "exitCode": res.code,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        if include:
+            sys.stdout.write(raw_headers)
+        sys.stdout.buffer.write(body)
+        sys.stdout.flush()
+        if res.stderr:
+            sys.stderr.write(res.stderr)
+    sys.exit(res.code)

@@ -1,0 +1,210 @@
+"""The `kubewire` command: kubectl-shaped, thin over the store and the cluster lifecycle."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from kubewire.api.errors import ManifestError
+from kubewire.cli import objects as objcmd
+from kubewire.cli.context import fail, need_root, out_console, state
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="kubewire: the Kubernetes networking datapath, built for real in Linux network namespaces.",
+    pretty_exceptions_enable=False,
+)
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "manifests" / "demo"
+
+
+@app.callback()
+def _global(name: str = typer.Option(os.environ.get("KUBEWIRE_CLUSTER", "kubewire"), "--name",
+                                     help="Cluster name (env KUBEWIRE_CLUSTER).")) -> None:
+    state.name = name
+
+
+@app.command()
+def up(
+    config: str | None = typer.Option(None, "--config", help="A Cluster document (kubewire.io/v1alpha1)."),
+    files: list[str] = typer.Option([], "-f", "--filename", help="Manifests to apply (file, directory or -)."),
+    proxy_mode: str | None = typer.Option(None, "--proxy-mode", help="iptables | nftables | ebpf"),
+    wait: float = typer.Option(60.0, "--wait", help="Seconds to wait for every pod to be Ready (0: don't)."),
+    demo: bool = typer.Option(True, "--demo/--no-demo", help="Without -f, deploy the built-in demo."),
+) -> None:
+    """Create the cluster (or converge an existing one) and apply manifests."""
+    from kubewire.cli.up import run_up
+
+    need_root()
+    run_up(state.name, config, files, proxy_mode, wait, demo, DEMO_DIR)
+
+
+@app.command()
+def down(all_clusters: bool = typer.Option(False, "--all", help="Every kubewire cluster on this machine.")) -> None:
+    """Remove the cluster: processes, namespaces, files."""
+    from kubewire.daemon import lifecycle
+
+    need_root()
+    names = lifecycle.list_clusters() if all_clusters else [state.name]
+    for n in names:
+        removed = lifecycle.down(n)
+        out_console.print(f'Deleted cluster "{n}" ({len(removed)} network namespaces removed)')
+
+
+@app.command()
+def clusters() -> None:
+    """List the clusters on this machine."""
+    from kubewire.daemon import lifecycle
+
+    for n in lifecycle.list_clusters():
+        print(n)
+
+
+@app.command()
+def apply(files: list[str] = typer.Option(..., "-f", "--filename"),
+          namespace: str | None = typer.Option(None, "-n", "--namespace")) -> None:
+    """Create or update objects from manifests: all of them or, on any error, none."""
+    objcmd.apply(files, namespace)
+
+
+@app.command()
+def delete(
+    args: list[str] = typer.Argument(None),
+    files: list[str] = typer.Option([], "-f", "--filename"),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    grace_period: int | None = typer.Option(None, "--grace-period"),
+    force: bool = typer.Option(False, "--force"),
+    all_: bool = typer.Option(False, "--all"),
+    wait: bool = typer.Option(True, "--wait/--no-wait"),
+) -> None:
+    """Delete objects named by manifests or by TYPE NAME..."""
+    objcmd.delete(args or [], files, namespace, 0 if force and grace_period is None else grace_period, all_, wait)
+
+
+@app.command()
+def get(
+    args: list[str] = typer.Argument(..., help="TYPE[,TYPE...] [NAME...] or TYPE/NAME"),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
+    output: str | None = typer.Option(None, "-o", "--output", help="wide | yaml | json | name"),
+    selector: str | None = typer.Option(None, "-l", "--selector"),
+    show_labels: bool = typer.Option(False, "--show-labels"),
+) -> None:
+    """Display objects, as kubectl get does."""
+    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels)
+
+
+@app.command()
+def describe(args: list[str] = typer.Argument(...), namespace: str | None = typer.Option(None, "-n", "--namespace")) -> None:
+    """Show an object in detail."""
+    objcmd.describe(args, namespace)
+
+
+@app.command()
+def label(
+    args: list[str] = typer.Argument(..., help="TYPE NAME KEY=VAL... KEY-"),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Add, change or remove labels."""
+    objcmd.label(args, namespace, overwrite)
+
+
+@app.command()
+def scale(
+    args: list[str] = typer.Argument(..., help="deployment/NAME or deployment NAME"),
+    replicas: int = typer.Option(..., "--replicas"),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+) -> None:
+    """Set the replica count of a Deployment or ReplicaSet."""
+    objcmd.scale(args, replicas, namespace)
+
+
+@app.command()
+def logs(
+    target: str = typer.Argument(..., help="POD, deploy/NAME or pod/NAME"),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    container: str | None = typer.Option(None, "-c", "--container"),
+    previous: bool = typer.Option(False, "-p", "--previous"),
+    follow: bool = typer.Option(False, "-f", "--follow"),
+    tail: int = typer.Option(-1, "--tail"),
+) -> None:
+    """Print a container's output."""
+    objcmd.logs(target, namespace, container, previous, follow, tail)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exec(  # noqa: A001 - the kubectl verb
+    ctx: typer.Context,
+    pod: str = typer.Argument(...),
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    container: str | None = typer.Option(None, "-c", "--container"),
+) -> None:
+    """Run a command in a pod's namespaces: kubewire exec -n NS POD -- CMD..."""
+    need_root()
+    objcmd.exec_in(pod, namespace, container, list(ctx.args))
+
+
+@app.command()
+def curl(
+    url: str = typer.Argument(...),
+    from_: str | None = typer.Option(None, "--from", help="NS/POD to send from (default: the internet client)."),
+    header: list[str] = typer.Option([], "-H", "--header"),
+    method: str | None = typer.Option(None, "-X", "--request"),
+    data: str | None = typer.Option(None, "-d", "--data"),
+    insecure: bool = typer.Option(False, "-k", "--insecure"),
+    http2: bool = typer.Option(False, "--http2"),
+    include: bool = typer.Option(False, "-i", "--include"),
+    max_time: float = typer.Option(10.0, "--max-time"),
+    output: str | None = typer.Option(None, "-o", "--output", help="json: status, headers, body and timings"),
+) -> None:
+    """Send an HTTP request from the internet client or from a pod, with curl, for real."""
+    from kubewire.cli.curl import run_curl
+
+    need_root()
+    run_curl(url, from_, header, method, data, insecure, http2, include, max_time, output)
+
+
+@app.command()
+def doctor() -> None:
+    """Check the kernel features and tools kubewire needs."""
+    from kubewire.cli.doctor import run_doctor
+
+    sys.exit(run_doctor())
+
+
+def _mount_subapps() -> None:
+    try:
+        from kubewire.cli.proxy_cmd import proxy_app
+    except ImportError:
+        return
+    app.add_typer(proxy_app, name="proxy")
+
+
+_mount_subapps()
+try:
+    from kubewire.cli.bench_cmd import bench_app
+
+    app.add_typer(bench_app, name="bench")
+except ImportError:
+    pass
+
+
+def main() -> None:
+    try:
+        app()
+    except ManifestError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+    time.sleep(0)

@@ -1,0 +1,350 @@
+"""The object verbs (apply, delete, get, describe, label, scale, logs, exec) over the store."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import time
+
+from kubewire.api.errors import ManifestError
+from kubewire.api.kinds import KindInfo, resolve_resource
+from kubewire.api.loader import load_paths
+from kubewire.cli.context import fail, out_console, state
+from kubewire.cli.printers import as_list, dump, table
+from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
+from kubewire.controllers.types import Op
+from kubewire.store.apply import apply_documents, delete_objects
+
+ALL = ("pods", "services", "deployments", "replicasets")
+
+
+def handle() -> Handle:
+    try:
+        return open_cluster(state.name)
+    except ClusterError as e:
+        fail(str(e))
+
+
+def _resolve(word: str) -> KindInfo:
+    try:
+        return resolve_resource(word)
+    except (KeyError, ValueError, LookupError) as e:
+        fail(str(e).strip("'\""))
+
+
+def _ns(namespace: str | None) -> str:
+    return namespace or "default"
+
+
+def apply(files: list[str], namespace: str | None) -> None:
+    h = handle()
+    docs = load_paths(files, sys.stdin)
+    if not docs:
+        fail("no objects passed to apply")
+    res = apply_documents(h.store, docs, _ns(namespace))
+    for r in res:
+        info = _resolve(r.obj["kind"])
+        print(f"{_kindword(info)}/{r.obj['metadata']['name']} {r.action}")
+
+
+def _kindword(info: KindInfo) -> str:
+    group = info.api_version.split("/")[0] if "/" in info.api_version else ""
+    return f"{info.kind.lower()}.{group}" if group else info.kind.lower()
+
+
+def _split_targets(args: list[str]) -> list[tuple[KindInfo, str | None]]:
+    """kubectl's forms: TYPE[,TYPE] [NAME...], TYPE/NAME..."""
+    if not args:
+        fail("You must specify the type of resource to get.")
+    out: list[tuple[KindInfo, str | None]] = []
+    if "/" in args[0]:
+        for a in args:
+            if "/" not in a:
+                fail("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form")
+            t, n = a.split("/", 1)
+            out.append((_resolve(t), n))
+        return out
+    words = args[0].split(",")
+    if words == ["all"]:
+        words = list(ALL)
+    kinds = [_resolve(w) for w in words]
+    names = args[1:]
+    if names and len(kinds) > 1:
+        fail("you may only specify a single resource type when naming objects")
+    if names:
+        return [(kinds[0], n) for n in names]
+    return [(k, None) for k in kinds]
+
+
+def _selector_match(labels: dict, selector: str | None) -> bool:
+    if not selector:
+        return True
+    for term in re.split(r",(?![^(]*\))", selector):
+        term = term.strip()
+        m = re.match(r"^([^\s!=]+)\s+(in|notin)\s+\((.*)\)$", term)
+        if m:
+            vals = {v.strip() for v in m.group(3).split(",")}
+            has = labels.get(m.group(1)) in vals
+            if has != (m.group(2) == "in"):
+                return False
+        elif "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.split("==" if "==" in term else "=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:] in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None, selector: str | None,
+        show_labels: bool) -> None:
+    h = handle()
+    targets = _split_targets(args)
+    named = any(n for _, n in targets)
+    found: list[dict] = []
+    errors: list[str] = []
+    groups: list[tuple[KindInfo, list[dict]]] = []
+    for info, name in targets:
+        ns = None if all_ns or not info.namespaced else _ns(namespace)
+        if name:
+            obj = h.store.get(info.kind, ns or "", name) if ns is not None or not info.namespaced else None
+            if obj is None and all_ns and info.namespaced:
+                obj = next((o for o in h.store.list(info.kind) if o["metadata"]["name"] == name), None)
+            if obj is None:
+                errors.append(f'Error from server (NotFound): {info.plural}{"." + info.api_version.split("/")[0] if "/" in info.api_version else ""} "{name}" not found')
+                continue
+            objs = [obj]
+        else:
+            objs = [o for o in h.store.list(info.kind, ns) if _selector_match(o["metadata"].get("labels") or {}, selector)]
+        found += objs
+        if groups and groups[-1][0] == info:
+            groups[-1][1].extend(objs)
+        else:
+            groups.append((info, objs))
+    if output in ("json", "yaml"):
+        body = found[0] if named and len(found) == 1 and len(targets) == 1 else as_list(found)
+        if found or not named:
+            print(dump(body, output))
+    elif output == "name":
+        for o in found:
+            print(f"{_kindword(_resolve(o['kind']))}/{o['metadata']['name']}")
+    elif output not in (None, "wide"):
+        fail(f'unable to match a printer suitable for the output format "{output}", allowed formats are: json,name,wide,yaml')
+    else:
+        printed = False
+        multi = len(groups) > 1
+        for info, objs in groups:
+            if not objs:
+                continue
+            if printed:
+                print()
+            shown = [{**o, "metadata": {**o["metadata"], "name": f"{_kindword(info)}/{o['metadata']['name']}"}} for o in objs] if multi else objs
+            print(table(info.kind, shown, wide=output == "wide", namespaced_all=all_ns and info.namespaced,
+                        show_labels=show_labels))
+            printed = True
+        if not printed and not errors:
+            where = "" if all_ns else f" in {_ns(namespace)} namespace"
+            print(f"No resources found{where}.", file=sys.stderr)
+    for e in errors:
+        print(e, file=sys.stderr)
+    if errors:
+        sys.exit(1)
+
+
+def describe(args: list[str], namespace: str | None) -> None:
+    from kubewire.cli.describe import describe_object
+
+    h = handle()
+    for info, name in _split_targets(args):
+        objs = [h.store.get(info.kind, _ns(namespace) if info.namespaced else "", name)] if name else \
+            h.store.list(info.kind, _ns(namespace) if info.namespaced else None)
+        for o in objs:
+            if o is None:
+                fail(f'Error from server (NotFound): {info.plural} "{name}" not found')
+            print(describe_object(o, h.store))
+            print()
+
+
+def delete(args: list[str], files: list[str], namespace: str | None, grace: int | None, all_: bool, wait: bool) -> None:
+    h = handle()
+    keys: list[tuple[str, str, str]] = []
+    if files:
+        for d in load_paths(files, sys.stdin):
+            info = _resolve(d.obj.get("kind", ""))
+            meta = d.obj.get("metadata") or {}
+            keys.append((info.kind, (meta.get("namespace") or _ns(namespace)) if info.namespaced else "", meta.get("name", "")))
+    else:
+        targets = _split_targets(args) if args else fail("You must provide one or more resources by argument or filename.")
+        for info, name in targets:
+            ns = _ns(namespace) if info.namespaced else ""
+            if name:
+                keys.append((info.kind, ns, name))
+            elif all_:
+                keys += [(info.kind, ns, o["metadata"]["name"]) for o in h.store.list(info.kind, ns if info.namespaced else None)]
+            else:
+                fail("resource(s) were provided, but no name was specified")
+    res = delete_objects(h.store, keys, grace)
+    missing = False
+    for r in res:
+        word = _kindword(_resolve(r.kind))
+        if r.found:
+            print(f'{word} "{r.name}" deleted' + (f' from {r.namespace} namespace' if r.namespace and r.kind != "Namespace" else ""))
+        else:
+            missing = True
+            print(f'Error from server (NotFound): {_resolve(r.kind).plural} "{r.name}" not found', file=sys.stderr)
+    if wait:
+        deadline = time.time() + max([int(grace or 30) for _ in res] + [5]) + 10
+        pending = [r for r in res if r.found]
+        while pending and time.time() < deadline:
+            pending = [r for r in pending if h.store.get(r.kind, r.namespace, r.name) is not None]
+            time.sleep(0.05)
+    if missing:
+        sys.exit(1)
+
+
+def label(args: list[str], namespace: str | None, overwrite: bool) -> None:
+    h = handle()
+    if "/" in args[0]:
+        t, name = args[0].split("/", 1)
+        rest = args[1:]
+    else:
+        if len(args) < 3:
+            fail("one or more resources must be specified as <resource> <name> or <resource>/<name>")
+        t, name, rest = args[0], args[1], args[2:]
+    info = _resolve(t)
+    ns = _ns(namespace) if info.namespaced else ""
+    obj = h.store.get(info.kind, ns, name)
+    if obj is None:
+        fail(f'Error from server (NotFound): {info.plural} "{name}" not found')
+    labels = dict(obj["metadata"].get("labels") or {})
+    for change in rest:
+        if change.endswith("-") and "=" not in change:
+            labels.pop(change[:-1], None)
+            continue
+        k, sep, v = change.partition("=")
+        if not sep:
+            fail(f"invalid label spec: {change}")
+        if k in labels and labels[k] != v and not overwrite:
+            fail(f"'{k}' already has a value ({labels[k]}), and --overwrite is false")
+        labels[k] = v
+    new = {**obj, "metadata": {**obj["metadata"], "labels": labels}}
+    from kubewire.api.loader import Document
+    from kubewire.api.validation import validate_and_default
+
+    try:
+        validate_and_default(Document("<label>", 0, new), obj)
+    except ManifestError as e:
+        fail(str(e))
+    h.store.write([Op("update", new)])
+    print(f"{_kindword(info)}/{name} labeled")
+
+
+def scale(args: list[str], replicas: int, namespace: str | None) -> None:
+    h = handle()
+    t, name = args[0].split("/", 1) if "/" in args[0] else (args[0], args[1] if len(args) > 1 else "")
+    info = _resolve(t)
+    if info.kind not in ("Deployment", "ReplicaSet"):
+        fail(f"cannot scale {info.plural}")
+    if replicas < 0:
+        fail("The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0")
+    obj = h.store.get(info.kind, _ns(namespace), name)
+    if obj is None:
+        fail(f'Error from server (NotFound): {info.plural}.apps "{name}" not found')
+    new = {**obj, "spec": {**obj["spec"], "replicas": replicas}}
+    h.store.write([Op("update", new)])
+    print(f"{_kindword(info)}/{name} scaled")
+
+
+def _pod_for(h: Handle, target: str, namespace: str | None) -> dict:
+    ns = _ns(namespace)
+    if "/" in target:
+        t, name = target.split("/", 1)
+        info = _resolve(t)
+    else:
+        info, name = _resolve("pod"), target
+    if info.kind == "Pod":
+        pod = h.store.get("Pod", ns, name)
+        if pod is None:
+            fail(f'Error from server (NotFound): pods "{name}" not found')
+        return pod
+    owner = h.store.get(info.kind, ns, name)
+    if owner is None:
+        fail(f'Error from server (NotFound): {info.plural}.apps "{name}" not found')
+    from kubewire.controllers.podutil import selector_matches
+
+    pods = [p for p in h.store.list("Pod", ns) if selector_matches(owner["spec"].get("selector") or {}, p["metadata"].get("labels") or {})
+            and "deletionTimestamp" not in p["metadata"]]
+    if not pods:
+        fail(f"no pods found for {target}")
+    pods.sort(key=lambda p: (p.get("status", {}).get("phase") != "Running", p["metadata"]["name"]))
+    return pods[0]
+
+
+def _container(pod: dict, container: str | None) -> str:
+    names = [c["name"] for c in pod["spec"]["containers"]]
+    if container is None:
+        return names[0]
+    if container not in names:
+        fail(f'container {container} is not valid for pod {pod["metadata"]["name"]}')
+    return container
+
+
+def logs(target: str, namespace: str | None, container: str | None, previous: bool, follow: bool, tail: int) -> None:
+    h = handle()
+    pod = _pod_for(h, target, namespace)
+    c = _container(pod, container)
+    m = pod["metadata"]
+    d = f"{h.dir}/logs/{m['namespace']}_{m['name']}_{m['uid']}/{c}"
+    files = sorted(glob.glob(f"{d}/*.log"), key=lambda p: int(os.path.basename(p).split(".")[0]))
+    if previous:
+        files = files[-2:-1]
+        if not files:
+            fail(f'previous terminated container "{c}" in pod "{m["name"]}" not found')
+    else:
+        files = files[-1:]
+    if not files:
+        return
+    with open(files[0], errors="replace") as f:
+        lines = f.readlines()
+        if tail >= 0:
+            lines = lines[-tail:] if tail else []
+        sys.stdout.write("".join(lines))
+        sys.stdout.flush()
+        while follow:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+
+
+def running_pid(h: Handle, pod: dict, container: str) -> int:
+    rec = h.store.runtime_get(f"pod/{pod['spec'].get('nodeName')}/{pod['metadata']['uid']}")
+    c = (rec or {}).get("containers", {}).get(container)
+    if not c or c.get("state") != "running":
+        fail(f'container "{container}" in pod "{pod["metadata"]["name"]}" is not running')
+    return int(c["pid"])
+
+
+def exec_in(target: str, namespace: str | None, container: str | None, argv: list[str]) -> None:
+    from kubewire.kernel.run import exec_replace
+
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        fail("you must specify at least one command for the container")
+    h = handle()
+    pod = _pod_for(h, target, namespace)
+    pid = running_pid(h, pod, _container(pod, container))
+    out_console.file.flush()
+    exec_replace(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv])

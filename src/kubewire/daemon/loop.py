@@ -1,0 +1,136 @@
+"""The control loop: controllers and node agents, level-triggered, in one single-threaded process.
+
+One thread on purpose: containers are forked from this process (sharing the interpreter's pages),
+and fork is only safe where no other thread can hold a lock. Work is driven by store changes
+(SQLite's data_version), child exits and probe results, with a slow periodic resync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from kubewire.cluster.addressing import plan_topology, state_dir
+from kubewire.cluster.config import ClusterConfig, parse_config
+from kubewire.controllers import lifecycle
+from kubewire.controllers.types import Op, Snapshot
+from kubewire.kernel import ip as kip
+from kubewire.kubelet.agent import AgentConfig, NodeAgent
+from kubewire.kubelet.files import NodeDNS
+from kubewire.store.db import Store
+
+RESYNC = 1.0
+TICK = 0.02
+
+
+def cluster_dns_ip(cfg: ClusterConfig) -> str:
+    import ipaddress
+
+    return str(ipaddress.IPv4Network(cfg.service_subnet).network_address + 10)
+
+
+def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:
+    from kubewire.workload import echo
+
+    return lambda: echo.run(ports)
+
+
+def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
+    from kubewire.controllers.deployment import reconcile_deployments
+    from kubewire.controllers.replicaset import reconcile_replicasets
+    from kubewire.controllers.scheduler import schedule
+
+    ops: list[Op] = []
+    ops += lifecycle.finish_namespaces(snap)
+    ops += lifecycle.collect_garbage(snap)
+    ops += reconcile_deployments(snap, rng)
+    ops += reconcile_replicasets(snap, rng)
+    ops += schedule(snap)
+    return ops
+
+
+class Daemon:
+    def __init__(self, cluster: str) -> None:
+        self.dir = state_dir(cluster)
+        with open(f"{self.dir}/cluster.json") as f:
+            self.cfg = parse_config(json.load(f), cluster)
+        self.topo = plan_topology(self.cfg)
+        self.store = Store(f"{self.dir}/state.db")
+        self.rng = random.Random()
+        self.event = asyncio.Event()
+        self.stopping = False
+        dns = cluster_dns_ip(self.cfg)
+        self.agents = []
+        for n in self.topo.nodes:
+            acfg = AgentConfig(cluster=cluster, state_dir=self.dir, domain=self.cfg.dns_domain, cluster_dns=[dns],
+                               node_dns=NodeDNS([self.topo.internet_dns_ip]), zone=n.zone,
+                               backoff=self.cfg.restart_backoff_seconds)
+            a = NodeAgent(self.store, acfg, n, workload_factory)
+            a.wake = self.event.set
+            self.agents.append(a)
+        self._remove_stray_pod_namespaces(cluster)
+
+    def _remove_stray_pod_namespaces(self, cluster: str) -> None:
+        known: set[str] = set()
+        for a in self.agents:
+            known |= a.known_netns()
+        stray = [n for n in kip.list_netns(f"kw-{cluster}-pod-") if n not in known]
+        kip.delete_netns(stray)
+
+    def step(self) -> None:
+        snap = self.store.snapshot()
+        for _ in range(5):  # let controllers settle before the agents look
+            ops = run_controllers(snap, self.rng)
+            if not ops:
+                break
+            self.store.write(ops)
+            snap = self.store.snapshot()
+        agent_ops: list[Op] = []
+        for a in self.agents:
+            agent_ops += a.sync(snap)
+        if agent_ops:
+            self.store.write(agent_ops)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for s in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(s, self._stop)
+        loop.add_signal_handler(signal.SIGCHLD, self.event.set)
+        gc.freeze()  # keep the garbage collector from un-sharing pages with forked containers
+        last_dv, last_sync = -1, 0.0
+        while not self.stopping:
+            dv = self.store.data_version()
+            now = time.time()
+            if dv != last_dv or self.event.is_set() or now - last_sync > RESYNC:
+                self.event.clear()
+                try:
+                    self.step()
+                except Exception as e:  # noqa: BLE001 - the loop must outlive one bad step
+                    print(f"{time.strftime('%H:%M:%S')} step failed: {e!r}", file=sys.stderr, flush=True)
+                last_dv, last_sync = self.store.data_version(), now
+            try:
+                await asyncio.wait_for(self.event.wait(), TICK if dv == last_dv else 0)
+            except TimeoutError:
+                pass
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.event.set()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="kubewire-daemon")
+    ap.add_argument("--name", required=True)
+    args = ap.parse_args()
+    if sys.version_info < (3, 12):
+        asyncio.set_child_watcher(asyncio.PidfdChildWatcher())  # no helper threads: fork stays safe
+    d = Daemon(args.name)
+    asyncio.run(d.run())

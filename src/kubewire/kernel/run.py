@@ -1,0 +1,44 @@
+"""Running programs: always an argv list, never a shell string, payloads fed on stdin."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+
+class CommandError(RuntimeError):
+    def __init__(self, argv: list[str], code: int, stderr: str) -> None:
+        self.argv, self.code, self.stderr = argv, code, stderr
+        super().__init__(f"{' '.join(argv[:4])}... exited {code}: {stderr.strip()[:2000]}")
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: float | None = 60) -> Result:
+    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise CommandError(argv, p.returncode, p.stderr)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def in_netns(netns: str, argv: list[str]) -> list[str]:
+    """argv that runs a program in a namespace's network stack only (as a node-level tool would)."""
+    return ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
+
+
+def exec_replace(argv: list[str]) -> None:
+    """Become the program (for interactive `exec`, so the terminal and exit code pass through)."""
+    import os
+
+    os.execvp(argv[0], argv)
+
+
+def popen(argv: list[str], stdout_path: str | None = None) -> subprocess.Popen:
+    out = open(stdout_path, "ab") if stdout_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)

@@ -1,0 +1,395 @@
+"""The node agent (kubelet): makes the pods bound to its node real, and reports what it sees.
+
+It sees only the API (a snapshot) and its own node. Each `sync` wires new pods in batches, starts
+and restarts containers, runs probes, ends deleted pods gracefully and returns status writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kubewire.cluster.addressing import NodePlan, pod_netns, pod_veth
+from kubewire.cni.plan import PodWiring, plan_add, plan_delete
+from kubewire.controllers.types import Op, Snapshot
+from kubewire.kernel import ip as kip
+from kubewire.kernel import probe as kprobe
+from kubewire.kernel import process as kproc
+from kubewire.kubelet.env import EnvError, build_env
+from kubewire.kubelet.files import NodeDNS, render_hosts, render_resolv, resolv_settings
+from kubewire.kubelet.runtime import ContainerRT, PodRT, runtime_key
+from kubewire.kubelet.status import pod_status
+from kubewire.store.db import Store, now_rfc3339
+
+MAX_BACKOFF = 300.0
+BACKOFF_RESET = 600.0
+_AGNHOST_PORT = re.compile(r"^--(http|udp|sctp)-port=(\d+)$")
+
+
+@dataclass
+class AgentConfig:
+    cluster: str
+    state_dir: str
+    domain: str
+    cluster_dns: list[str]
+    node_dns: NodeDNS
+    zone: str
+    backoff: float = 10.0
+
+
+def container_ports(c: dict) -> list[tuple[int, str]]:
+    ports = [(int(p["containerPort"]), p.get("protocol", "TCP")) for p in c.get("ports") or []]
+    for a in c.get("args") or []:  # agnhost netexec-style flags
+        m = _AGNHOST_PORT.match(str(a))
+        if m:
+            ports.append((int(m.group(2)), {"http": "TCP", "udp": "UDP", "sctp": "SCTP"}[m.group(1)]))
+    return ports or [(8080, "TCP")]
+
+
+def command_of(c: dict) -> list[str] | None:
+    """A container whose command exists on this machine runs it; any other image is the echo server."""
+    cmd = [str(x) for x in (c.get("command") or [])]
+    if cmd and (shutil.which(cmd[0]) or (os.path.isabs(cmd[0]) and os.access(cmd[0], os.X_OK))):
+        return cmd + [str(x) for x in (c.get("args") or [])]
+    return None
+
+
+class NodeAgent:
+    def __init__(self, store: Store, cfg: AgentConfig, node: NodePlan,
+                 workload: Callable[[list[tuple[int, str]]], Callable[[], object]]) -> None:
+        self.store, self.cfg, self.node = store, cfg, node
+        self.workload = workload
+        self.pods: dict[str, PodRT] = {}
+        self.dirty: set[str] = set()
+        self.probing: set[tuple[str, str, str]] = set()
+        self.wake: Callable[[], None] = lambda: None
+        self.last_listen_check: dict[tuple[str, str], float] = {}
+        self._load()
+
+    # ---- persistence -----------------------------------------------------------------------
+    def _load(self) -> None:
+        """Adopt what a previous agent left: live containers are kept, half-wired pods redone."""
+        for _k, d in self.store.runtime_items(f"pod/{self.node.name}/").items():
+            rt = PodRT.from_dict(d)
+            if not rt.wired:
+                self._teardown([rt])
+                self.store.runtime_put({runtime_key(rt.node, rt.uid): None})
+                continue
+            for c in rt.containers.values():
+                if c.state == "running" and not kproc.alive(c.pid, c.ticks):
+                    self._exited(rt, c, 255, "Unknown", "container exited while its node agent was down")
+            self.pods[rt.uid] = rt
+            self.dirty.add(rt.uid)
+
+    def _save(self, uids: set[str]) -> None:
+        items: dict[str, dict | None] = {}
+        for uid in uids:
+            rt = self.pods.get(uid)
+            items[runtime_key(self.node.name, uid)] = rt.to_dict() if rt else None
+        self.store.runtime_put(items)
+
+    def known_netns(self) -> set[str]:
+        return {rt.netns for rt in self.pods.values()}
+
+    # ---- the loop step ---------------------------------------------------------------------
+    def sync(self, snap: Snapshot) -> list[Op]:
+        now = time.time()
+        mine = {p["metadata"]["uid"]: p for p in snap.list("Pod") if p.get("spec", {}).get("nodeName") == self.node.name}
+        changed: set[str] = set()
+        ops: list[Op] = []
+
+        # pods that vanished from the API (force-deleted, or their namespace went): end them now
+        gone = [rt for uid, rt in self.pods.items() if uid not in mine]
+        if gone:
+            for rt in gone:
+                for c in rt.containers.values():
+                    kproc.signal_group(c.pid, c.ticks, signal.SIGKILL)
+                    kproc.reap([c.pid])
+            self._teardown(gone)
+            for rt in gone:
+                del self.pods[rt.uid]
+                changed.add(rt.uid)
+
+        new = [p for uid, p in mine.items() if uid not in self.pods and "deletionTimestamp" not in p["metadata"]
+               and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+        if new:
+            changed |= self._create(new, snap)
+        for uid, pod in mine.items():
+            rt = self.pods.get(uid)
+            if rt is None:
+                if "deletionTimestamp" in pod["metadata"]:
+                    ops.append(Op("delete", pod))  # never started here: nothing to end
+                continue
+            if "deletionTimestamp" in pod["metadata"]:
+                if self._terminate(rt, pod, now):
+                    ops.append(Op("delete", pod))
+                    self._teardown([rt])
+                    del self.pods[uid]
+                    changed.add(uid)
+                    self._remove_files(rt)
+                    continue
+            else:
+                if self._run(rt, pod, snap, now):
+                    changed.add(uid)
+            st = pod_status(pod, rt, self.node.ip, now_rfc3339())
+            if _status_differs(pod.get("status", {}), st):
+                ops.append(Op("status", {**pod, "status": st}))
+        self._save(changed | (self.dirty & set(self.pods)))
+        self.dirty.clear()
+        return ops
+
+    # ---- creating pods ---------------------------------------------------------------------
+    def _free_ips(self, n: int) -> list[str]:
+        net = ipaddress.IPv4Network(self.node.pod_cidr)
+        used = {rt.ip for rt in self.pods.values()} | {self.node.bridge_ip}
+        out = []
+        for host in net.hosts():
+            s = str(host)
+            if s not in used:
+                out.append(s)
+                if len(out) == n:
+                    break
+        return out
+
+    def _create(self, pods: list[dict], snap: Snapshot) -> set[str]:
+        ips = self._free_ips(len(pods))
+        pods = pods[: len(ips)]
+        rts = []
+        for pod, ip in zip(pods, ips, strict=True):
+            uid = pod["metadata"]["uid"]
+            rt = PodRT(uid=uid, namespace=pod["metadata"].get("namespace", "default"), name=pod["metadata"]["name"],
+                       node=self.node.name, netns=pod_netns(self.cfg.cluster, uid), ip=ip, veth=pod_veth(uid),
+                       start_time=now_rfc3339())
+            for c in pod["spec"].get("containers", []):
+                rt.containers[c["name"]] = ContainerRT(name=c["name"])
+            self.pods[uid] = rt
+            rts.append(rt)
+        # recorded before wiring: a crash in between leaves a record that says "not wired", never a stray namespace
+        self._save({rt.uid for rt in rts})
+        wiring = [PodWiring(rt.netns, rt.veth, rt.ip) for rt in rts]
+        for b in plan_add(self.node, wiring):
+            kip.batch(b.lines, b.netns)
+        for rt, pod in zip(rts, pods, strict=True):
+            rt.wired = True
+            self._write_files(rt, pod)
+        return {rt.uid for rt in rts}
+
+    def _pod_dir(self, rt: PodRT) -> str:
+        return f"{self.cfg.state_dir}/pods/{rt.uid}"
+
+    def _write_files(self, rt: PodRT, pod: dict) -> None:
+        d = self._pod_dir(rt)
+        os.makedirs(d, exist_ok=True)
+        with open(f"{d}/hosts", "w") as f:
+            f.write(render_hosts(pod, rt.ip, self.cfg.domain))
+        with open(f"{d}/resolv.conf", "w") as f:
+            f.write(render_resolv(resolv_settings(pod, self.cfg.cluster_dns, self.cfg.domain, self.cfg.node_dns)))
+        with open(f"{d}/hostname", "w") as f:
+            f.write((pod["spec"].get("hostname") or rt.name) + "\n")
+
+    def _remove_files(self, rt: PodRT) -> None:
+        shutil.rmtree(self._pod_dir(rt), ignore_errors=True)
+
+    def log_path(self, rt: PodRT, c: ContainerRT) -> str:
+        d = f"{self.cfg.state_dir}/logs/{rt.namespace}_{rt.name}_{rt.uid}/{c.name}"
+        os.makedirs(d, exist_ok=True)
+        return f"{d}/{c.restarts}.log"
+
+    def _teardown(self, rts: list[PodRT]) -> None:
+        existing = set(kip.list_netns(f"kw-{self.cfg.cluster}-pod-"))
+        for b in plan_delete(self.node, [PodWiring(r.netns, r.veth, r.ip) for r in rts], existing):
+            kip.batch(b.lines, b.netns, force=True)
+
+    # ---- running containers ----------------------------------------------------------------
+    def _start(self, rt: PodRT, c: ContainerRT, pod: dict, spec: dict, snap: Snapshot) -> None:
+        try:
+            env = build_env(pod, spec, snap, self.node.ip, rt.ip)
+        except EnvError as e:
+            c.state, c.reason, c.message = "waiting", "CreateContainerConfigError", str(e)
+            return
+        argv = command_of(spec)
+        if argv is None:
+            env = {**env, "POD_NAME": env.get("POD_NAME", rt.name), "POD_NAMESPACE": env.get("POD_NAMESPACE", rt.namespace),
+                   "NODE_NAME": env.get("NODE_NAME", self.node.name), "POD_IP": env.get("POD_IP", rt.ip),
+                   "KUBEWIRE_ZONE": self.cfg.zone}
+        d = self._pod_dir(rt)
+        spec_ = kproc.ContainerSpec(
+            netns=rt.netns, hostname=pod["spec"].get("hostname") or rt.name, log_path=self.log_path(rt, c), env=env,
+            files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
+            argv=argv, target=None if argv else self.workload(container_ports(spec)),
+            workdir=spec.get("workingDir") or "/",
+        )
+        c.pid = kproc.spawn(spec_)
+        c.ticks = kproc.start_ticks(c.pid)
+        c.state, c.reason, c.message, c.exit_code = "running", "", "", None
+        c.started_at = now_rfc3339()
+        c.run_started = time.time()
+        c.ready = False
+        c.probe_ok = c.probe_fail = c.live_fail = 0
+        probe = spec.get("readinessProbe") or {}
+        c.next_probe = time.time() + float(probe.get("initialDelaySeconds", 0))
+        live = spec.get("livenessProbe") or {}
+        c.next_live = time.time() + float(live.get("initialDelaySeconds", 0))
+
+    def _exited(self, rt: PodRT, c: ContainerRT, code: int, reason: str | None = None, message: str = "") -> None:
+        c.finished_at = now_rfc3339()
+        reason = reason or ("Completed" if code == 0 else "Error")
+        c.last = {"exitCode": code, "reason": reason, "startedAt": c.started_at, "finishedAt": c.finished_at,
+                  "containerID": f"kubewire://{c.pid}"}
+        c.state, c.reason, c.exit_code, c.ready, c.message = "terminated", reason, code, False, message
+
+    def _run(self, rt: PodRT, pod: dict, snap: Snapshot, now: float) -> bool:
+        """Containers up, restarted per restartPolicy with kubelet's back-off, probed. True if changed."""
+        changed = False
+        specs = {c["name"]: c for c in pod["spec"].get("containers", [])}
+        policy = pod["spec"].get("restartPolicy", "Always")
+        own = [c.pid for c in rt.containers.values() if c.state == "running" and c.pid]
+        exits = dict(kproc.reap(own))
+        for name, c in rt.containers.items():
+            spec = specs.get(name, {})
+            if c.state == "running":
+                if c.pid in exits:
+                    self._exited(rt, c, exits[c.pid])
+                    changed = True
+                elif not kproc.is_child(c.pid) and not kproc.alive(c.pid, c.ticks):
+                    self._exited(rt, c, 255, "Unknown", "exit status not observable (container was adopted)")
+                    changed = True
+            if c.state == "terminated" and rt.terminating_since is None:
+                restart = policy == "Always" or (policy == "OnFailure" and (c.exit_code or 0) != 0)
+                if restart:
+                    # kubelet: the first restart is immediate, then 10 s doubling to 5 min; a run of
+                    # 10 min resets the back-off.
+                    steady = c.run_started and now - c.run_started > BACKOFF_RESET
+                    delay = 0.0 if c.restarts == 0 or steady else min(MAX_BACKOFF, self.cfg.backoff * 2 ** (c.restarts - 1))
+                    c.next_start = now + delay
+                    c.state, c.reason = "waiting", "CrashLoopBackOff" if delay else "ContainerCreating"
+                    c.message = f"back-off {int(delay)}s restarting failed container={name} pod={rt.name}_{rt.namespace}({rt.uid})" if delay else ""
+                    c.restarts += 1
+                    changed = True
+            if c.state == "waiting" and now >= c.next_start and rt.terminating_since is None:
+                self._start(rt, c, pod, spec, snap)
+                changed = True
+            if c.state == "running":
+                changed |= self._probe(rt, c, spec, now)
+        return changed
+
+    def _probe(self, rt: PodRT, c: ContainerRT, spec: dict, now: float) -> bool:
+        probe = spec.get("readinessProbe")
+        live = spec.get("livenessProbe")
+        if live and now >= c.next_live and (rt.uid, c.name, "live") not in self.probing:
+            c.next_live = now + float(live.get("periodSeconds", 10))
+            self._launch(rt, c, spec, live, "live")
+        if probe:
+            if now >= c.next_probe and (rt.uid, c.name, "ready") not in self.probing:
+                c.next_probe = now + float(probe.get("periodSeconds", 10))
+                self._launch(rt, c, spec, probe, "ready")
+            return False
+        # No probe: ready once every declared port listens in the pod (checked cheaply in /proc).
+        key = (rt.uid, c.name)
+        if c.ready and now - self.last_listen_check.get(key, 0) < 2.0:
+            return False
+        self.last_listen_check[key] = now
+        ok = kproc.listening(c.pid, [p for p in container_ports(spec) if p[1] != "SCTP"]) if command_of(spec) is None \
+            else True
+        if ok != c.ready:
+            c.ready = ok
+            return True
+        return False
+
+    def _launch(self, rt: PodRT, c: ContainerRT, spec: dict, probe: dict, which: str) -> None:
+        key = (rt.uid, c.name, which)
+        self.probing.add(key)
+        pid = c.pid
+
+        async def go() -> None:
+            try:
+                ok, _msg = await self._run_probe(rt, spec, probe, pid)
+            except Exception as e:  # noqa: BLE001
+                ok, _msg = False, str(e)
+            finally:
+                self.probing.discard(key)
+            cur = self.pods.get(rt.uid)
+            cc = cur.containers.get(c.name) if cur else None
+            if cc is None or cc.pid != pid or cc.state != "running":
+                return
+            if which == "ready":
+                if ok:
+                    cc.probe_ok, cc.probe_fail = cc.probe_ok + 1, 0
+                    if cc.probe_ok >= int(probe.get("successThreshold", 1)) and not cc.ready:
+                        cc.ready = True
+                        self.dirty.add(rt.uid)
+                else:
+                    cc.probe_fail, cc.probe_ok = cc.probe_fail + 1, 0
+                    if cc.probe_fail >= int(probe.get("failureThreshold", 3)) and cc.ready:
+                        cc.ready = False
+                        self.dirty.add(rt.uid)
+            else:
+                cc.live_fail = 0 if ok else cc.live_fail + 1
+                if cc.live_fail >= int(probe.get("failureThreshold", 3)):
+                    cc.live_fail = 0
+                    kproc.signal_group(cc.pid, cc.ticks, signal.SIGKILL)
+            self.wake()
+
+        asyncio.get_running_loop().create_task(go())
+
+    async def _run_probe(self, rt: PodRT, spec: dict, probe: dict, pid: int) -> tuple[bool, str]:
+        timeout = float(probe.get("timeoutSeconds", 1))
+        named = {p.get("name"): int(p["containerPort"]) for p in spec.get("ports") or [] if p.get("name")}
+
+        def port_of(p: object) -> int:
+            return int(p) if str(p).isdigit() else named.get(str(p), 0)
+
+        if "httpGet" in probe:
+            h = probe["httpGet"]
+            return await kprobe.http_get(self.node.netns, h.get("host") or rt.ip, port_of(h.get("port")),
+                                         h.get("path", "/"), h.get("scheme", "HTTP"), h.get("httpHeaders") or [], timeout)
+        if "tcpSocket" in probe:
+            t = probe["tcpSocket"]
+            return await kprobe.tcp(self.node.netns, t.get("host") or rt.ip, port_of(t.get("port")), timeout)
+        if "exec" in probe:
+            return await kprobe.exec_in(pid, [str(x) for x in probe["exec"].get("command", [])], timeout)
+        return True, ""
+
+    # ---- deleting pods ---------------------------------------------------------------------
+    def _terminate(self, rt: PodRT, pod: dict, now: float) -> bool:
+        """SIGTERM, then SIGKILL after the grace period; True once every container is gone."""
+        grace = float(pod["metadata"].get("deletionGracePeriodSeconds", 30))
+        running = [c for c in rt.containers.values() if c.state == "running"]
+        exits = dict(kproc.reap([c.pid for c in running]))
+        for c in running:
+            if c.pid in exits:
+                self._exited(rt, c, exits[c.pid])
+        running = [c for c in running if c.pid not in exits and kproc.alive(c.pid, c.ticks)]
+        if rt.terminating_since is None:
+            rt.terminating_since = now
+            for c in running:
+                c.ready = False
+                kproc.signal_group(c.pid, c.ticks, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+            self.dirty.add(rt.uid)
+        elif running and not rt.killed and now - rt.terminating_since >= grace:
+            rt.killed = True
+            for c in running:
+                kproc.signal_group(c.pid, c.ticks, signal.SIGKILL)
+        return not running
+
+    def shutdown_all(self) -> None:
+        """For `down`: every container killed now, every pod namespace gone."""
+        rts = list(self.pods.values())
+        for rt in rts:
+            for c in rt.containers.values():
+                kproc.signal_group(c.pid, c.ticks, signal.SIGKILL)
+        for rt in rts:
+            kproc.reap([c.pid for c in rt.containers.values()])
+        self._teardown(rts)
+        self.pods.clear()
+
+
+def _status_differs(old: dict, new: dict) -> bool:
+    return old != new

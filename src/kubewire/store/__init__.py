@@ -1,0 +1,2 @@
+"""kubewire.store"""
+from kubewire.store.db import Store, Conflict  # noqa: F401

@@ -1,0 +1,132 @@
+"""`apply` and `delete` of manifests against the store: all documents or none.
+
+Every document is defaulted and validated first (against the stored object, for immutable fields);
+only when all pass is anything written, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from kubewire.api.errors import FieldError, ManifestError
+from kubewire.api.kinds import lookup_kind
+from kubewire.api.loader import Document
+from kubewire.api.validation import validate_and_default
+from kubewire.controllers.types import key_of
+from kubewire.store.db import Store, stamp_new
+
+# Fields a user's apply owns; the rest (status, uid, timestamps, controller-set fields) stay.
+SERVER_META = ("uid", "creationTimestamp", "resourceVersion", "generation", "deletionTimestamp",
+               "deletionGracePeriodSeconds", "ownerReferences", "finalizers")
+
+
+@dataclass
+class Applied:
+    obj: dict
+    action: str  # created | configured | unchanged
+
+
+def _prepare(store: Store, docs: list[Document], default_namespace: str) -> list[tuple[Document, dict, dict | None]]:
+    prepared = []
+    namespaces_in_batch: set[str] = set()
+    for d in docs:
+        obj = json.loads(json.dumps(d.obj))
+        info = lookup_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        meta = obj.setdefault("metadata", {})
+        if info.namespaced:
+            meta["namespace"] = meta.get("namespace") or default_namespace
+        else:
+            meta.pop("namespace", None)
+        old = store.get(obj["kind"], meta.get("namespace", ""), meta.get("name", "")) if meta.get("name") else None
+        new = validate_and_default(Document(d.source, d.index, obj), old)
+        ns = new["metadata"].get("namespace")
+        if info.namespaced and ns not in namespaces_in_batch:
+            nso = store.get("Namespace", "", ns)
+            if nso is None:
+                raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
+                                    [FieldError("metadata.namespace", f'Not found: namespaces "{ns}" not found')])
+            if "deletionTimestamp" in nso["metadata"]:
+                raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
+                                    [FieldError("metadata.namespace", f'Forbidden: unable to create new content in namespace {ns} because it is being terminated')])
+        if obj["kind"] == "Namespace":
+            namespaces_in_batch.add(new["metadata"]["name"])
+        if old is not None and "deletionTimestamp" in old["metadata"]:
+            raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
+                                [FieldError("metadata", "Conflict: object is being deleted")])
+        prepared.append((d, new, old))
+    return prepared
+
+
+def apply_documents(store: Store, docs: list[Document], default_namespace: str = "default") -> list[Applied]:
+    prepared = _prepare(store, docs, default_namespace)
+    out: list[Applied] = []
+    with store.transaction() as db:
+        rv = store._next_rv(db)
+        for _d, new, old in prepared:
+            if old is None:
+                stamp_new(new)
+                new.pop("status", None) if new["kind"] not in ("Namespace",) else None
+                if new["kind"] == "Namespace":
+                    new["status"] = {"phase": "Active"}
+                store._put(db, new, rv)
+                out.append(Applied(new, "created"))
+                continue
+            merged = json.loads(json.dumps(old))
+            for k, v in new.items():
+                if k in ("metadata", "status"):
+                    continue
+                merged[k] = v
+            for k in list(merged):
+                if k not in new and k not in ("metadata", "status", "apiVersion", "kind"):
+                    del merged[k]
+            for k, v in new["metadata"].items():
+                if k not in SERVER_META:
+                    merged["metadata"][k] = v
+            for k in ("labels", "annotations"):
+                if k not in new["metadata"]:
+                    merged["metadata"].pop(k, None)
+            if _same(merged, old):
+                out.append(Applied(old, "unchanged"))
+                continue
+            if merged.get("spec") != old.get("spec"):
+                merged["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
+            store._put(db, merged, rv)
+            out.append(Applied(merged, "configured"))
+    return out
+
+
+def _same(a: dict, b: dict) -> bool:
+    strip = lambda o: {**o, "metadata": {k: v for k, v in o["metadata"].items() if k != "resourceVersion"}}  # noqa: E731
+    return strip(a) == strip(b)
+
+
+@dataclass
+class Deleted:
+    kind: str
+    namespace: str
+    name: str
+    found: bool
+
+
+def delete_objects(store: Store, keys: list[tuple[str, str, str]], grace: int | None = None) -> list[Deleted]:
+    """Pods and namespaces are deleted gracefully (their owners finish the job); the rest at once.
+    Dependents (a Deployment's ReplicaSets and Pods) are collected by the daemon's garbage collector."""
+    out = []
+    for kind, ns, name in keys:
+        cur = store.get(kind, ns, name)
+        if cur is None:
+            out.append(Deleted(kind, ns, name, False))
+            continue
+        if kind in ("Pod", "Namespace"):
+            store.mark_deleting(kind, ns, name, grace)
+        else:
+            from kubewire.controllers.types import Op
+
+            store.write([Op("delete", cur)])
+        out.append(Deleted(kind, ns, name, True))
+    return out
+
+
+def object_key(obj: dict) -> tuple[str, str, str]:
+    return key_of(obj)

@@ -1,0 +1,127 @@
+"""A cluster is built only inside its own namespaces and leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import Cluster, make_cluster
+
+
+def root_netns_state() -> dict:
+    """Interfaces, addresses, routes and firewall rules of the machine's own network namespace."""
+    def out(*argv: str) -> str:
+        p = subprocess.run(list(argv), capture_output=True, text=True)
+        return p.stdout if p.returncode == 0 else f"<{argv[0]} failed>"
+
+    links = json.loads(out("ip", "-j", "link", "show"))
+    return {
+        "links": sorted((l["ifname"], l.get("mtu"), l.get("address"), tuple(l.get("flags", []))) for l in links),
+        "addrs": out("ip", "-4", "addr", "show"),
+        "addrs6": out("ip", "-6", "addr", "show"),
+        "routes": out("ip", "route", "show", "table", "all"),
+        "rules": out("ip", "rule", "show"),
+        "iptables": "\n".join(l for l in out("iptables-save").splitlines() if not l.startswith("#")),
+        "nft": out("nft", "list", "ruleset"),
+        "sysctl_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
+    }
+
+
+def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_path: Path) -> None:
+    before = root_netns_state()
+    c = make_cluster(tmp_path)
+    try:
+        c.apply(open(Path(__file__).parents[2] / "manifests/demo/00-namespace.yaml").read())
+        c.kw("apply", "-f", str(Path(__file__).parents[2] / "manifests/demo"))
+        c.ready_pods("production", "app=payment-processor", 2)
+        during = root_netns_state()
+        assert during == before, "up changed the machine's own network namespace"
+        netns = c.netns()
+        assert f"kw-{c.name}-fabric" in netns and f"kw-{c.name}-internet" in netns
+        assert sum(1 for n in netns if "-node-" in n) == 3
+        assert sum(1 for n in netns if "-pod-" in n) == 4
+        pids = [cs["containerID"].split("://")[1] for p in c.pods("production")
+                for cs in p["status"]["containerStatuses"]]
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        c.kw("down")
+    assert root_netns_state() == before
+    assert c.netns() == []
+    assert not Path(f"/run/kubewire/{c.name}").exists()
+    assert not any(Path(f"/proc/{pid}").exists() and "sleep" not in Path(f"/proc/{pid}/cmdline").read_text()
+                   for pid in pids)
+    for pid in pids:  # none of our containers lives on (a reused PID would be another program)
+        assert not Path(f"/proc/{pid}").exists() or not _in_pod_netns(int(pid), c.name)
+
+
+def _in_pod_netns(pid: int, name: str) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    except OSError:
+        return False
+
+
+def test_nodes_zones_and_addresses(cluster: Cluster) -> None:
+    nodes = cluster.json("get", "nodes")["items"]
+    assert len(nodes) == 3
+    zones = {n["metadata"]["labels"]["topology.kubernetes.io/zone"] for n in nodes}
+    assert len(zones) == 2
+    for n in nodes:
+        labels = n["metadata"]["labels"]
+        assert labels["kubernetes.io/hostname"] == n["metadata"]["name"]
+        assert labels["topology.kubernetes.io/region"] == "us-east-1"
+        assert n["spec"]["podCIDR"].startswith("10.244.")
+    cidrs = {n["spec"]["podCIDR"] for n in nodes}
+    assert len(cidrs) == 3
+
+
+def test_two_clusters_at_once(tmp_path: Path) -> None:
+    a = make_cluster(tmp_path)
+    b = make_cluster(tmp_path)
+    try:
+        assert a.netns() and b.netns()
+        assert not set(a.netns()) & set(b.netns())
+        names = a.kw("clusters").stdout.split()
+        assert a.name in names and b.name in names
+    finally:
+        a.kw("down", check=False)
+        b.kw("down", check=False)
+    assert a.netns() == [] and b.netns() == []
+
+
+def test_custom_cluster_config(tmp_path: Path) -> None:
+    c = make_cluster(tmp_path, """
+apiVersion: kubewire.io/v1alpha1
+kind: Cluster
+networking:
+  podSubnet: 10.200.0.0/16
+nodes:
+- name: alpha
+  zone: eu-west-1a
+  region: eu-west-1
+  labels: {disk: ssd}
+  allocatable: {cpu: "4", pods: 20}
+- name: beta
+  zone: eu-west-1b
+  region: eu-west-1
+""")
+    try:
+        nodes = {n["metadata"]["name"]: n for n in c.json("get", "nodes")["items"]}
+        assert set(nodes) == {"alpha", "beta"}
+        assert nodes["alpha"]["metadata"]["labels"]["disk"] == "ssd"
+        assert nodes["alpha"]["status"]["allocatable"]["pods"] == "20"
+        assert nodes["alpha"]["spec"]["podCIDR"] == "10.200.0.0/24"
+    finally:
+        c.kw("down", check=False)
+
+
+def test_bad_cluster_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("apiVersion: kubewire.io/v1alpha1\nkind: Cluster\nnetworking:\n  kubeProxyMode: ipvs\n")
+    p = subprocess.run([*__import__("conftest").KW, "--name", "tbadcfg", "up", "--config", str(cfg)],
+                       capture_output=True, text=True)
+    assert p.returncode != 0
+    assert "networking.kubeProxyMode" in p.stderr and "ipvs" in p.stderr
+    assert not Path("/run/kubewire/tbadcfg").exists()
