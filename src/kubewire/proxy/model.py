@@ -1,0 +1,525 @@
+"""kube-proxy's view of the cluster: service ports, endpoints and its own configuration.
+
+These mirror what upstream kube-proxy derives from the API (pkg/proxy/serviceport.go,
+servicechangetracker.go, endpointslicecache.go, apis/config/v1alpha1). Input is plain dicts as
+loaded from YAML and may be something an API server would reject: we apply the API server's
+defaulting (which kube-proxy always sees applied), render what kube-proxy would render and skip
+what kube-proxy skips, so that planners built on this see exactly what the real proxier sees.
+A missing metadata.namespace means "default", as `kubectl apply -f` would make it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+IPFamily = Literal["IPv4", "IPv6"]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+DEFAULT_AFFINITY_TIMEOUT = 10800  # API server default for sessionAffinityConfig.clientIP.timeoutSeconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Address parsing with Go's (k8s.io/utils/net) "sloppy" rules, so that odd-but-accepted input such
+# as "010.000.000.001" renders as kube-proxy renders it ("10.0.0.1") instead of being rejected.
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_ipv4_sloppy(text: str) -> ipaddress.IPv4Address | None:
+    parts = text.split(".")
+    if len(parts) != 4:
+        return None
+    octets = []
+    for part in parts:
+        if not part or not part.isascii() or not part.isdigit():
+            return None
+        value = int(part)
+        if value > 255:
+            return None
+        octets.append(value)
+    return ipaddress.IPv4Address(bytes(octets))
+
+
+def parse_ip_sloppy(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parse an IP as Go's net.ParseIP of old did (leading zeros allowed); None if invalid.
+
+    IPv4-mapped IPv6 addresses come back as IPv4, as Go's To4() makes them IPv4 everywhere
+    kube-proxy looks at families or prints them.
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    if ":" not in text:
+        return _parse_ipv4_sloppy(text)
+    if "%" in text:  # zones are not IPs to net.ParseIP
+        return None
+    try:
+        addr = ipaddress.IPv6Address(text)
+    except ValueError:
+        # An embedded dotted quad may carry leading zeros.
+        head, _, tail = text.rpartition(":")
+        v4 = _parse_ipv4_sloppy(tail) if "." in tail else None
+        if v4 is None:
+            return None
+        try:
+            addr = ipaddress.IPv6Address(f"{head}:{v4}")
+        except ValueError:
+            return None
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def parse_cidr_sloppy(text: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """Parse a CIDR as net.ParseCIDR does (host bits masked off, leading zeros allowed)."""
+    if not isinstance(text, str) or "/" not in text:
+        return None
+    addr_text, _, prefix_text = text.partition("/")
+    if not prefix_text.isascii() or not prefix_text.isdigit():
+        return None
+    if ":" in addr_text:
+        try:
+            v6 = ipaddress.IPv6Address(addr_text)
+        except ValueError:
+            return None
+        prefix = int(prefix_text)
+        if prefix > 128:
+            return None
+        if v6.ipv4_mapped is not None and prefix >= 96:
+            return ipaddress.IPv4Network((v6.ipv4_mapped, prefix - 96), strict=False)
+        return ipaddress.IPv6Network((v6, prefix), strict=False)
+    v4 = _parse_ipv4_sloppy(addr_text)
+    prefix = int(prefix_text)
+    if v4 is None or prefix > 32:
+        return None
+    return ipaddress.IPv4Network((v4, prefix), strict=False)
+
+
+def family_of(
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address | ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> IPFamily:
+    return "IPv4" if addr.version == 4 else "IPv6"
+
+
+def join_host_port(ip: str, port: int) -> str:
+    """net.JoinHostPort: the endpoint string kube-proxy hashes and DNATs to."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_int(value: Any, default: int = 0) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return default
+
+
+# ---------------------------------------------------------------------------------------------
+# Services
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ServicePortName:
+    """Key of one service port, as upstream's proxy.ServicePortName (protocol is part of the key)."""
+
+    namespace: str
+    name: str
+    port: str
+    protocol: str = "TCP"
+
+    def __str__(self) -> str:
+        # Upstream's String(): "ns/name:port", or "ns/name" for an unnamed port. It is both the
+        # comment text and the hash input, so it must match byte for byte.
+        base = f"{self.namespace}/{self.name}"
+        return f"{base}:{self.port}" if self.port else base
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    """One port of one Service, seen by a proxier of one IP family (fields already filtered)."""
+
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str
+    type: str
+    cluster_ips: tuple[str, ...]
+    cluster_ip: str  # the clusterIP of this proxier's family, canonical form
+    port: int
+    node_port: int
+    external_ips: tuple[str, ...] = ()
+    load_balancer_vips: tuple[str, ...] = ()
+    load_balancer_source_ranges: tuple[str, ...] = ()  # canonical CIDRs of this family
+    session_affinity: str = "None"
+    sticky_max_age_seconds: int = 0
+    external_traffic_policy: str = ""
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int = 0
+    ip_family: IPFamily = "IPv4"
+    # apiservice.ExternalPolicyLocal: eTP=Local counts only for externally accessible *types*
+    # (LoadBalancer, NodePort, or ClusterIP with externalIPs of any family), so it is resolved
+    # from the whole spec when the port is built.
+    external_policy_local: bool = False
+
+    @property
+    def key(self) -> ServicePortName:
+        return ServicePortName(self.namespace, self.name, self.port_name, self.protocol)
+
+    @property
+    def internal_policy_local(self) -> bool:
+        return self.internal_traffic_policy == "Local"
+
+    @property
+    def externally_accessible(self) -> bool:
+        return self.node_port != 0 or bool(self.load_balancer_vips) or bool(self.external_ips)
+
+    @property
+    def uses_cluster_endpoints(self) -> bool:
+        # eTP=Local still needs Cluster endpoints, for the short-circuit of pod->external traffic.
+        return not self.internal_policy_local or self.externally_accessible
+
+    @property
+    def uses_local_endpoints(self) -> bool:
+        return self.internal_policy_local or (self.external_policy_local and self.externally_accessible)
+
+
+def _is_service_ip_set(spec: Mapping[str, Any]) -> bool:
+    cluster_ip = spec.get("clusterIP")
+    return isinstance(cluster_ip, str) and cluster_ip not in ("", "None")
+
+
+def _cluster_ip_by_family(spec: Mapping[str, Any], family: IPFamily) -> str:
+    """proxyutil.GetClusterIPByFamily, with the API server's clusterIPs defaulting applied."""
+    cluster_ip = spec.get("clusterIP") if isinstance(spec.get("clusterIP"), str) else ""
+    cluster_ips = [ip for ip in _as_list(spec.get("clusterIPs")) if isinstance(ip, str)]
+    if not cluster_ips and cluster_ip:
+        cluster_ips = [cluster_ip]
+    families = [f for f in _as_list(spec.get("ipFamilies")) if isinstance(f, str)]
+    if not families:
+        if not cluster_ip or cluster_ip == "None":
+            return ""
+        parsed = parse_ip_sloppy(cluster_ip)
+        is_v6 = parsed is not None and parsed.version == 6
+        return cluster_ip if is_v6 == (family == "IPv6") else ""
+    for idx, fam in enumerate(families):
+        if fam == family and idx < len(cluster_ips):
+            return cluster_ips[idx]
+    return ""
+
+
+def _is_vip_mode(ingress: Mapping[str, Any]) -> bool:
+    # LoadBalancerIPMode is GA (1.32): "Proxy"-mode ingress IPs get no rules.
+    mode = ingress.get("ipMode")
+    return mode is None or mode == "VIP"
+
+
+def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> list[ServicePort]:
+    """The ServicePorts one proxier of `ip_family` builds from a Service ([] if it skips it)."""
+    meta = _as_dict(service.get("metadata"))
+    spec = _as_dict(service.get("spec"))
+    status = _as_dict(service.get("status"))
+    namespace = meta.get("namespace") or "default"
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        return []
+    # proxyutil.ShouldSkipService: headless or ExternalName services are not proxied.
+    svc_type = spec.get("type") or "ClusterIP"
+    if not _is_service_ip_set(spec) or svc_type == "ExternalName":
+        return []
+    cluster_ip_text = _cluster_ip_by_family(spec, ip_family)
+    if not cluster_ip_text:
+        return []
+    cluster_ip = parse_ip_sloppy(cluster_ip_text)
+    # An unparsable clusterIP is printed by Go as "<nil>"; we keep the text so the breakage shows.
+    cluster_ip_str = str(cluster_ip) if cluster_ip is not None else "<nil>"
+
+    spec_external_ips = tuple(ip for ip in _as_list(spec.get("externalIPs")) if isinstance(ip, str))
+    external_ips: list[str] = []
+    for text in spec_external_ips:
+        ip = parse_ip_sloppy(text)
+        if ip is not None and family_of(ip) == ip_family:
+            external_ips.append(str(ip))
+
+    source_ranges: list[str] = []
+    for text in _as_list(spec.get("loadBalancerSourceRanges")):
+        # Validation historically allowed whitespace padding; upstream trims it.
+        cidr = parse_cidr_sloppy(text.strip()) if isinstance(text, str) else None
+        if cidr is not None and family_of(cidr) == ip_family:
+            source_ranges.append(str(cidr))
+
+    vips: list[str] = []
+    for ingress in _as_list(_as_dict(status.get("loadBalancer")).get("ingress")):
+        ingress = _as_dict(ingress)
+        if not ingress.get("ip") or not _is_vip_mode(ingress):
+            continue
+        ip = parse_ip_sloppy(ingress.get("ip"))
+        if ip is not None and family_of(ip) == ip_family:
+            vips.append(str(ip))
+
+    affinity = spec.get("sessionAffinity") or "None"
+    sticky = 0
+    if affinity == "ClientIP":
+        client_ip = _as_dict(_as_dict(spec.get("sessionAffinityConfig")).get("clientIP"))
+        sticky = _as_int(client_ip.get("timeoutSeconds"), DEFAULT_AFFINITY_TIMEOUT)
+
+    etp = spec.get("externalTrafficPolicy") or ""
+    if not etp and svc_type in ("NodePort", "LoadBalancer"):
+        etp = "Cluster"
+    itp = spec.get("internalTrafficPolicy") or "Cluster"
+    accessible_type = svc_type in ("LoadBalancer", "NodePort") or (
+        svc_type == "ClusterIP" and bool(spec_external_ips)
+    )
+    needs_health_check = svc_type == "LoadBalancer" and accessible_type and etp == "Local"
+    health_check_node_port = _as_int(spec.get("healthCheckNodePort")) if needs_health_check else 0
+
+    cluster_ips = tuple(ip for ip in _as_list(spec.get("clusterIPs")) if isinstance(ip, str)) or (
+        (spec["clusterIP"],) if isinstance(spec.get("clusterIP"), str) else ()
+    )
+    out: list[ServicePort] = []
+    for raw_port in _as_list(spec.get("ports")):
+        port = _as_dict(raw_port)
+        out.append(
+            ServicePort(
+                namespace=namespace,
+                name=name,
+                port_name=port.get("name") or "",
+                protocol=port.get("protocol") or "TCP",
+                type=svc_type,
+                cluster_ips=cluster_ips,
+                cluster_ip=cluster_ip_str,
+                port=_as_int(port.get("port")),
+                node_port=_as_int(port.get("nodePort")),
+                external_ips=tuple(external_ips),
+                load_balancer_vips=tuple(vips),
+                load_balancer_source_ranges=tuple(source_ranges),
+                session_affinity=affinity,
+                sticky_max_age_seconds=sticky,
+                external_traffic_policy=etp,
+                internal_traffic_policy=itp,
+                health_check_node_port=health_check_node_port,
+                ip_family=ip_family,
+                external_policy_local=accessible_type and etp == "Local",
+            )
+        )
+    return out
+
+
+def build_service_map(
+    services: Iterable[Mapping[str, Any]], ip_family: IPFamily = "IPv4"
+) -> dict[ServicePortName, ServicePort]:
+    """Upstream's ServicePortMap for one IP family: every proxied port of every Service.
+
+    Non-Service documents are ignored. A later Service with the same namespace/name replaces an
+    earlier one, as the informer cache would.
+    """
+    by_name: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for obj in services:
+        if not isinstance(obj, Mapping) or obj.get("kind", "Service") != "Service":
+            continue
+        meta = _as_dict(obj.get("metadata"))
+        by_name[(meta.get("namespace") or "default", str(meta.get("name")))] = obj
+    out: dict[ServicePortName, ServicePort] = {}
+    for obj in by_name.values():
+        for sp in service_ports(obj, ip_family):
+            out[sp.key] = sp
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Endpoints
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of one service port (upstream's BaseEndpointInfo)."""
+
+    ip: str
+    port: int
+    ready: bool = True
+    serving: bool = True
+    terminating: bool = False
+    node_name: str | None = None
+    zone: str | None = None
+    zone_hints: frozenset[str] = frozenset()
+    node_hints: frozenset[str] = frozenset()
+    is_local: bool = False
+
+    def __str__(self) -> str:
+        return join_host_port(self.ip, self.port)
+
+
+def _endpoint_from(
+    raw: Mapping[str, Any], port: int, node_name: str, prefer_same_node: bool
+) -> Endpoint | None:
+    addresses = _as_list(raw.get("addresses"))
+    if not addresses:
+        return None
+    ip = parse_ip_sloppy(addresses[0])
+    if ip is None:
+        # Upstream would DNAT to "<nil>" and fail the whole restore; skipping keeps the node usable.
+        return None
+    conditions = _as_dict(raw.get("conditions"))
+    ready = conditions.get("ready")
+    serving = conditions.get("serving")
+    terminating = conditions.get("terminating")
+    ep_node = raw.get("nodeName") if isinstance(raw.get("nodeName"), str) else None
+    hints = _as_dict(raw.get("hints"))
+    zone_hints = frozenset(
+        z["name"]
+        for z in _as_list(hints.get("forZones"))
+        if isinstance(z, dict) and isinstance(z.get("name"), str)
+    )
+    node_hints = frozenset(
+        n["name"]
+        for n in _as_list(hints.get("forNodes"))
+        if isinstance(n, dict) and isinstance(n.get("name"), str)
+    )
+    return Endpoint(
+        ip=str(ip),
+        port=port,
+        ready=ready is None or bool(ready),
+        serving=serving is None or bool(serving),
+        terminating=terminating is not None and bool(terminating),
+        node_name=ep_node,
+        zone=raw.get("zone") if isinstance(raw.get("zone"), str) else None,
+        zone_hints=zone_hints,
+        node_hints=node_hints if prefer_same_node else frozenset(),
+        is_local=bool(node_name) and ep_node == node_name,
+    )
+
+
+def build_endpoints_map(
+    slices: Iterable[Mapping[str, Any]],
+    node_name: str = "",
+    ip_family: IPFamily = "IPv4",
+    prefer_same_node: bool = True,
+) -> dict[ServicePortName, list[Endpoint]]:
+    """Upstream's EndpointsMap for one IP family: endpoints per service port, sorted by "ip:port".
+
+    Skipped as upstream skips them: slices of another address type or without the
+    kubernetes.io/service-name label, ports without a number, endpoints without addresses.
+    Duplicates across slices collapse to one, preferring a non-terminating copy.
+    """
+    by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for obj in slices:
+        if not isinstance(obj, Mapping) or obj.get("kind", "EndpointSlice") != "EndpointSlice":
+            continue
+        meta = _as_dict(obj.get("metadata"))
+        by_key[(meta.get("namespace") or "default", str(meta.get("name") or ""))] = obj
+
+    sets: dict[ServicePortName, dict[str, Endpoint]] = {}
+    # Upstream walks a map of slices (random order); slice-name order makes duplicates deterministic.
+    for (namespace, slice_name), obj in sorted(by_key.items()):
+        if obj.get("addressType") != ip_family:
+            continue
+        meta = _as_dict(obj.get("metadata"))
+        service_name = _as_dict(meta.get("labels")).get(SERVICE_NAME_LABEL)
+        if not isinstance(service_name, str) or not service_name or not slice_name:
+            continue
+        for raw_port in _as_list(obj.get("ports")):
+            port = _as_dict(raw_port)
+            number = _as_int(port.get("port"))
+            if number == 0:
+                continue
+            key = ServicePortName(
+                namespace, service_name, port.get("name") or "", port.get("protocol") or "TCP"
+            )
+            endpoint_set = sets.setdefault(key, {})
+            for raw in _as_list(obj.get("endpoints")):
+                ep = _endpoint_from(_as_dict(raw), number, node_name, prefer_same_node)
+                if ep is None:
+                    continue
+                if str(ep) not in endpoint_set or not ep.terminating:
+                    endpoint_set[str(ep)] = ep
+    return {key: sorted(eps.values(), key=str) for key, eps in sets.items() if eps}
+
+
+# ---------------------------------------------------------------------------------------------
+# KubeProxyConfiguration
+# ---------------------------------------------------------------------------------------------
+
+DetectLocalMode = Literal["ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix"]
+
+
+@dataclass(frozen=True)
+class KubeProxyConfig:
+    """The settings that shape the iptables payload, with upstream's defaults.
+
+    `random_fully` and `nfacct` describe the host rather than configuration: real kube-proxy adds
+    --random-fully when iptables supports it and nfacct matches when the counters could be created,
+    which is the case on any current kernel and iptables, hence the defaults.
+    """
+
+    cluster_cidr: str = ""  # comma-separated, as v1alpha1's clusterCIDR
+    masquerade_all: bool = False
+    masquerade_bit: int = 14
+    localhost_nodeports: bool = True
+    node_port_addresses: tuple[str, ...] = ()
+    detect_local_mode: DetectLocalMode | str = "ClusterCIDR"
+    bridge_interface: str = ""
+    interface_name_prefix: str = ""
+    random_fully: bool = True
+    nfacct_ct_state_invalid: bool = True
+    nfacct_localhost_nodeports: bool = True
+    tcp_be_liberal: bool = False
+    prefer_same_traffic_distribution: bool = True  # feature gate, beta and on since 1.34
+
+    @property
+    def cluster_cidrs(self) -> tuple[str, ...]:
+        return tuple(self.cluster_cidr.split(",")) if self.cluster_cidr else ()
+
+    @property
+    def masquerade_mark(self) -> str:
+        # Go's fmt.Sprintf("%#08x", 1<<bit) pads the digits, not the "0x": 14 -> "0x00004000".
+        return "0x" + format(1 << self.masquerade_bit, "08x")
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any] | None) -> KubeProxyConfig:
+        """Parse a kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration (unknown fields ignored)."""
+        doc = _as_dict(doc)
+        iptables = _as_dict(doc.get("iptables"))
+        nftables = _as_dict(doc.get("nftables"))
+        detect_local = _as_dict(doc.get("detectLocal"))
+        conntrack = _as_dict(doc.get("conntrack"))
+        gates = _as_dict(doc.get("featureGates"))
+        mode = doc.get("mode") or ""
+        # v1alpha1 conversion takes masqueradeAll from the section of the configured mode.
+        masq_section = nftables if mode == "nftables" else iptables
+        cluster_cidr = doc.get("clusterCIDR") if isinstance(doc.get("clusterCIDR"), str) else ""
+        if not cluster_cidr:  # v1alpha2 spelling
+            cluster_cidr = ",".join(
+                c for c in _as_list(detect_local.get("clusterCIDRs")) if isinstance(c, str)
+            )
+        localhost = iptables.get("localhostNodePorts")
+        return cls(
+            cluster_cidr=cluster_cidr,
+            masquerade_all=bool(masq_section.get("masqueradeAll", False)),
+            masquerade_bit=_as_int(iptables.get("masqueradeBit"), 14),
+            localhost_nodeports=True if localhost is None else bool(localhost),
+            node_port_addresses=tuple(
+                a for a in _as_list(doc.get("nodePortAddresses")) if isinstance(a, str)
+            ),
+            detect_local_mode=(doc.get("detectLocalMode") or "ClusterCIDR"),
+            bridge_interface=detect_local.get("bridgeInterface") or "",
+            interface_name_prefix=detect_local.get("interfaceNamePrefix") or "",
+            tcp_be_liberal=bool(conntrack.get("tcpBeLiberal", False)),
+            prefer_same_traffic_distribution=bool(gates.get("PreferSameTrafficDistribution", True)),
+        )
+
+
+def parse_kube_proxy_config(doc: Mapping[str, Any] | None) -> KubeProxyConfig:
+    return KubeProxyConfig.from_dict(doc)
