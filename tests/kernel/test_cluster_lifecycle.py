@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
-from conftest import Cluster, make_cluster
+from conftest import KW, Cluster, make_cluster
+
+DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo"
 
 
 def root_netns_state() -> dict:
@@ -18,12 +19,12 @@ def root_netns_state() -> dict:
 
     links = json.loads(out("ip", "-j", "link", "show"))
     return {
-        "links": sorted((l["ifname"], l.get("mtu"), l.get("address"), tuple(l.get("flags", []))) for l in links),
+        "links": sorted((x["ifname"], x.get("mtu"), x.get("address"), tuple(x.get("flags", []))) for x in links),
         "addrs": out("ip", "-4", "addr", "show"),
         "addrs6": out("ip", "-6", "addr", "show"),
         "routes": out("ip", "route", "show", "table", "all"),
         "rules": out("ip", "rule", "show"),
-        "iptables": "\n".join(l for l in out("iptables-save").splitlines() if not l.startswith("#")),
+        "iptables": "\n".join(x for x in out("iptables-save").splitlines() if not x.startswith("#")),
         "nft": out("nft", "list", "ruleset"),
         "sysctl_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text(),
     }
@@ -33,34 +34,31 @@ def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_p
     before = root_netns_state()
     c = make_cluster(tmp_path)
     try:
-        c.apply(open(Path(__file__).parents[2] / "manifests/demo/00-namespace.yaml").read())
-        c.kw("apply", "-f", str(Path(__file__).parents[2] / "manifests/demo"))
+        c.kw("apply", "-f", str(DEMO))
         c.ready_pods("production", "app=payment-processor", 2)
-        during = root_netns_state()
-        assert during == before, "up changed the machine's own network namespace"
+        assert root_netns_state() == before, "up changed the machine's own network namespace"
         netns = c.netns()
         assert f"kw-{c.name}-fabric" in netns and f"kw-{c.name}-internet" in netns
         assert sum(1 for n in netns if "-node-" in n) == 3
         assert sum(1 for n in netns if "-pod-" in n) == 4
-        pids = [cs["containerID"].split("://")[1] for p in c.pods("production")
-                for cs in p["status"]["containerStatuses"]]
-        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        procs = [(int(cs["containerID"].split("://")[1]), start_ticks(int(cs["containerID"].split("://")[1])))
+                 for p in c.pods("production") for cs in p["status"]["containerStatuses"]]
+        assert all(t is not None for _, t in procs)
     finally:
         c.kw("down")
     assert root_netns_state() == before
     assert c.netns() == []
     assert not Path(f"/run/kubewire/{c.name}").exists()
-    assert not any(Path(f"/proc/{pid}").exists() and "sleep" not in Path(f"/proc/{pid}/cmdline").read_text()
-                   for pid in pids)
-    for pid in pids:  # none of our containers lives on (a reused PID would be another program)
-        assert not Path(f"/proc/{pid}").exists() or not _in_pod_netns(int(pid), c.name)
+    assert [p for p, t in procs if start_ticks(p) == t] == [], "containers outlived `down`"
 
 
-def _in_pod_netns(pid: int, name: str) -> bool:
+def start_ticks(pid: int) -> int | None:
+    """Start time of a live (not zombie) process: with the PID, it names one process."""
     try:
-        return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+    return None if rest[0] in ("Z", "X") else int(rest[19])
 
 
 def test_nodes_zones_and_addresses(cluster: Cluster) -> None:
@@ -120,7 +118,7 @@ nodes:
 def test_bad_cluster_config_names_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("apiVersion: kubewire.io/v1alpha1\nkind: Cluster\nnetworking:\n  kubeProxyMode: ipvs\n")
-    p = subprocess.run([*__import__("conftest").KW, "--name", "tbadcfg", "up", "--config", str(cfg)],
+    p = subprocess.run([*KW, "--name", "tbadcfg", "up", "--config", str(cfg)],
                        capture_output=True, text=True)
     assert p.returncode != 0
     assert "networking.kubeProxyMode" in p.stderr and "ipvs" in p.stderr

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 
 from kubewire.cli.context import fail
 from kubewire.cli.objects import _container, _pod_for, handle, running_pid
@@ -55,8 +56,8 @@ def run_curl(url: str, from_: str | None, headers: list[str], method: str | None
     argv.append(url)
     try:
         res = run(argv, check=False, timeout=max_time + 5)
-        body = open(body_path, "rb").read() if os.path.exists(body_path) else b""
-        raw_headers = open(hdr_path, errors="replace").read() if os.path.exists(hdr_path) else ""
+        body = Path(body_path).read_bytes() if os.path.exists(body_path) else b""
+        raw_headers = Path(hdr_path).read_text(errors="replace") if os.path.exists(hdr_path) else ""
     finally:
         for p in (body_path, hdr_path):
             if os.path.exists(p):

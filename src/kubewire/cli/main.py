@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from kubewire.api.errors import ManifestError
+from kubewire.api.errors import ManifestError, ManifestPathError
 from kubewire.cli import objects as objcmd
 from kubewire.cli.context import fail, need_root, out_console, state
 
@@ -201,6 +201,8 @@ def main() -> None:
         app()
     except ManifestError as e:
         fail(str(e))
+    except ManifestPathError as e:
+        fail(f"error: {e.message}")
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -13,8 +13,8 @@ from kubewire.api.kinds import KindInfo, resolve_resource
 from kubewire.api.loader import load_paths
 from kubewire.cli.context import fail, out_console, state
 from kubewire.cli.printers import as_list, dump, table
-from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
 from kubewire.controllers.types import Op
+from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
 from kubewire.store.apply import apply_documents, delete_objects
 
 ALL = ("pods", "services", "deployments", "replicasets")

@@ -11,8 +11,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from kubewire.api.errors import ManifestError
 from kubewire.api.loader import load_paths
 from kubewire.cli.context import err_console, fail
-from kubewire.daemon import lifecycle
 from kubewire.cluster.config import load_config
+from kubewire.daemon import lifecycle
 from kubewire.store.apply import apply_documents
 
 
@@ -50,8 +50,6 @@ def run_up(name: str, config: str | None, files: list[str], proxy_mode: str | No
         docs = load_paths(paths, sys.stdin) if paths else []
     except ManifestError as e:
         fail(str(e))
-    except FileNotFoundError as e:
-        fail(f"the path \"{e.filename}\" does not exist")
     quiet = not sys.stderr.isatty()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=err_console, disable=quiet, transient=True) as progress:

@@ -49,10 +49,15 @@ def plan_add(node: NodePlan, pods: list[PodWiring]) -> list[Batch]:
 
 
 def plan_delete(node: NodePlan, pods: list[PodWiring], existing_netns: set[str]) -> list[Batch]:
-    """Deleting the namespace destroys both veth ends; the neighbour entry lives on cni0 and must go too."""
+    """The host end is deleted explicitly: a deleted namespace's devices are destroyed asynchronously,
+    and the same pod wired again at once would find its veth name still taken. The neighbour entry
+    lives on cni0 and must go too."""
     if not pods:
         return []
-    batches = [Batch(node.netns, tuple(f"neigh del {p.ip} dev cni0" for p in pods))]
+    lines: list[str] = []
+    for p in pods:
+        lines += [f"link del {p.veth}", f"neigh del {p.ip} dev cni0"]
+    batches = [Batch(node.netns, tuple(lines))]
     gone = [p.netns for p in pods if p.netns in existing_netns]
     if gone:
         batches.append(Batch(None, tuple(f"netns del {ns}" for ns in gone)))

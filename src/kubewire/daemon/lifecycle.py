@@ -155,7 +155,7 @@ def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str) 
     d = f"{h.dir}/hosts/{name}"
     os.makedirs(d, exist_ok=True)
     with open(f"{d}/hosts", "w") as f:
-        f.write(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        f.write("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     with open(f"{d}/resolv.conf", "w") as f:
         f.write(resolv)
     with open(f"{d}/hostname", "w") as f:
@@ -194,11 +194,13 @@ def up(cfg: ClusterConfig) -> Handle:
     return h
 
 
-def stop_daemon(h: Handle, timeout: float = 5.0) -> None:
+def stop_daemon(h: Handle, timeout: float = 5.0, teardown: bool = False) -> None:
+    """SIGTERM stops the loop and leaves containers running (they are adopted by the next one);
+    SIGUSR1 makes it end and reap every container first (for `down`)."""
     pid = daemon_pid(h)
     if not pid:
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGUSR1 if teardown else signal.SIGTERM)
     deadline = time.time() + timeout
     ticks = kproc.start_ticks(pid)
     while time.time() < deadline and kproc.alive(pid, ticks):
@@ -215,7 +217,7 @@ def down(name: str) -> list[str]:
     d = state_dir(name)
     if exists(name):
         h = open_cluster(name)
-        stop_daemon(h)
+        stop_daemon(h, teardown=True)
         records = h.store.runtime_items("pod/")
         pids = [(c["pid"], c.get("ticks")) for r in records.values() for c in r.get("containers", {}).values() if c.get("pid")]
         pids += [(r["pid"], r.get("ticks")) for r in h.store.runtime_items("host/").values()]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
-import os
 import random
 import signal
 import sys
@@ -26,6 +26,7 @@ from kubewire.kernel import ip as kip
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
 from kubewire.kubelet.files import NodeDNS
 from kubewire.store.db import Store
+from kubewire.workload import echo  # imported before any fork: its pages are shared by every container
 
 RESYNC = 1.0
 TICK = 0.02
@@ -38,8 +39,6 @@ def cluster_dns_ip(cfg: ClusterConfig) -> str:
 
 
 def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:
-    from kubewire.workload import echo
-
     return lambda: echo.run(ports)
 
 
@@ -104,6 +103,7 @@ class Daemon:
         for s in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(s, self._stop)
         loop.add_signal_handler(signal.SIGCHLD, self.event.set)
+        loop.add_signal_handler(signal.SIGUSR1, self._teardown)
         gc.freeze()  # keep the garbage collector from un-sharing pages with forked containers
         last_dv, last_sync = -1, 0.0
         while not self.stopping:
@@ -116,10 +116,14 @@ class Daemon:
                 except Exception as e:  # noqa: BLE001 - the loop must outlive one bad step
                     print(f"{time.strftime('%H:%M:%S')} step failed: {e!r}", file=sys.stderr, flush=True)
                 last_dv, last_sync = self.store.data_version(), now
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), TICK if dv == last_dv else 0)
-            except TimeoutError:
-                pass
+
+    def _teardown(self) -> None:
+        """`down`: end every container here, so they are reaped by their parent, not orphaned."""
+        for a in self.agents:
+            a.shutdown_all()
+        self._stop()
 
     def _stop(self) -> None:
         self.stopping = True

@@ -135,9 +135,8 @@ class NodeAgent:
                     changed.add(uid)
                     self._remove_files(rt)
                     continue
-            else:
-                if self._run(rt, pod, snap, now):
-                    changed.add(uid)
+            elif rt.wired and self._run(rt, pod, snap, now):
+                changed.add(uid)
             st = pod_status(pod, rt, self.node.ip, now_rfc3339())
             if _status_differs(pod.get("status", {}), st):
                 ops.append(Op("status", {**pod, "status": st}))
@@ -174,8 +173,16 @@ class NodeAgent:
         # recorded before wiring: a crash in between leaves a record that says "not wired", never a stray namespace
         self._save({rt.uid for rt in rts})
         wiring = [PodWiring(rt.netns, rt.veth, rt.ip) for rt in rts]
-        for b in plan_add(self.node, wiring):
-            kip.batch(b.lines, b.netns)
+        try:
+            for b in plan_add(self.node, wiring):
+                kip.batch(b.lines, b.netns)
+        except Exception:
+            # Undo and forget: the next sync wires these pods again from a clean slate.
+            self._teardown(rts)
+            for rt in rts:
+                del self.pods[rt.uid]
+            self._save({rt.uid for rt in rts})
+            raise
         for rt, pod in zip(rts, pods, strict=True):
             rt.wired = True
             self._write_files(rt, pod)

@@ -39,6 +39,8 @@ def _prepare(store: Store, docs: list[Document], default_namespace: str) -> list
         else:
             meta.pop("namespace", None)
         old = store.get(obj["kind"], meta.get("namespace", ""), meta.get("name", "")) if meta.get("name") else None
+        if old is not None:
+            _keep_server_fields(obj, old)
         new = validate_and_default(Document(d.source, d.index, obj), old)
         ns = new["metadata"].get("namespace")
         if info.namespaced and ns not in namespaces_in_batch:
@@ -58,13 +60,20 @@ def _prepare(store: Store, docs: list[Document], default_namespace: str) -> list
     return prepared
 
 
+def _keep_server_fields(obj: dict, old: dict) -> None:
+    """Fields the server or controllers set (a pod's node binding) survive a re-apply, as with kubectl."""
+    if obj.get("kind") == "Pod" and old.get("spec", {}).get("nodeName") and isinstance(obj.get("spec"), dict):
+        obj["spec"].setdefault("nodeName", old["spec"]["nodeName"])
+
+
 def apply_documents(store: Store, docs: list[Document], default_namespace: str = "default") -> list[Applied]:
     prepared = _prepare(store, docs, default_namespace)
     out: list[Applied] = []
     with store.transaction() as db:
         rv = store._next_rv(db)
-        for _d, new, old in prepared:
+        for d, new, old in prepared:
             if old is None:
+                _record_applied(new, d.obj)
                 stamp_new(new)
                 new.pop("status", None) if new["kind"] not in ("Namespace",) else None
                 if new["kind"] == "Namespace":
@@ -73,6 +82,7 @@ def apply_documents(store: Store, docs: list[Document], default_namespace: str =
                 out.append(Applied(new, "created"))
                 continue
             merged = json.loads(json.dumps(old))
+            _record_applied(new, d.obj)
             for k, v in new.items():
                 if k in ("metadata", "status"):
                     continue
@@ -81,10 +91,19 @@ def apply_documents(store: Store, docs: list[Document], default_namespace: str =
                 if k not in new and k not in ("metadata", "status", "apiVersion", "kind"):
                     del merged[k]
             for k, v in new["metadata"].items():
-                if k not in SERVER_META:
+                if k not in SERVER_META and k not in ("labels", "annotations"):
                     merged["metadata"][k] = v
+            last = _last_applied(old)
             for k in ("labels", "annotations"):
-                if k not in new["metadata"]:
+                # kubectl's three-way merge: drop only keys the user's previous apply set and this one
+                # does not; keys others set (a controller's revision annotation, `label`) stay.
+                mine_before = set((last.get("metadata") or {}).get(k) or {})
+                cur = {kk: vv for kk, vv in (old["metadata"].get(k) or {}).items()
+                       if kk not in mine_before or kk in (new["metadata"].get(k) or {})}
+                cur.update(new["metadata"].get(k) or {})
+                if cur:
+                    merged["metadata"][k] = cur
+                else:
                     merged["metadata"].pop(k, None)
             if _same(merged, old):
                 out.append(Applied(old, "unchanged"))
@@ -94,6 +113,22 @@ def apply_documents(store: Store, docs: list[Document], default_namespace: str =
             store._put(db, merged, rv)
             out.append(Applied(merged, "configured"))
     return out
+
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _record_applied(obj: dict, manifest: dict) -> None:
+    m = json.loads(json.dumps(manifest))
+    (m.get("metadata") or {}).get("annotations", {}).pop(LAST_APPLIED, None)
+    obj["metadata"].setdefault("annotations", {})[LAST_APPLIED] = json.dumps(m, separators=(",", ":"), sort_keys=True) + "\n"
+
+
+def _last_applied(obj: dict) -> dict:
+    try:
+        return json.loads((obj["metadata"].get("annotations") or {}).get(LAST_APPLIED, "{}"))
+    except ValueError:
+        return {}
 
 
 def _same(a: dict, b: dict) -> bool:
