@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubewire.cluster.addressing import plan_topology, pod_netns, pod_veth
 from kubewire.cluster.config import ClusterConfig, NodeConfig, default_nodes
-from kubewire.cni.plan import PodWiring, plan_add, plan_delete
+from kubewire.cni.plan import PodSide, PodWiring, plan_add, plan_delete
 from kubewire.topology.plan import Batch, mac_for, plan_cluster
 
 
@@ -65,7 +65,8 @@ def test_same_zone_nodes_route_each_other_directly() -> None:
 def test_pod_wiring_exact_batches() -> None:
     node = two_node_topology().nodes[1]
     pods = [PodWiring("kw-demo-pod-1", "veth00000001", "10.244.1.2")]
-    assert plan_add(node, pods) == [
+    plan = plan_add(node, pods)
+    assert plan.batches == [
         Batch(None, ("netns add kw-demo-pod-1",)),
         Batch("kw-demo-node-b", (
             "link add veth00000001 type veth peer name eth0 address 0a:58:0a:f4:01:02 netns kw-demo-pod-1",
@@ -74,17 +75,15 @@ def test_pod_wiring_exact_batches() -> None:
             "link set veth00000001 up",
             "neigh replace 10.244.1.2 lladdr 0a:58:0a:f4:01:02 dev cni0 nud permanent",
         )),
-        Batch("kw-demo-pod-1", (
-            "link set lo up", "addr add 10.244.1.2/24 dev eth0", "link set eth0 up",
-            "route add default via 10.244.1.1 dev eth0",
-            "neigh replace 10.244.1.1 lladdr 0a:58:0a:f4:01:01 dev eth0 nud permanent",
-        )),
     ]
+    assert plan.pods == [PodSide("kw-demo-pod-1", "10.244.1.2", 24, "10.244.1.1", "0a:58:0a:f4:01:01")]
     assert plan_delete(node, pods, {"kw-demo-pod-1"}) == [
-        Batch("kw-demo-node-b", ("link del veth00000001", "neigh del 10.244.1.2 dev cni0")),
+        Batch("kw-demo-node-b", ("neigh del 10.244.1.2 dev cni0",)),
         Batch(None, ("netns del kw-demo-pod-1",)),
     ]
-    assert plan_add(node, []) == []
+    assert plan_delete(node, pods, {"kw-demo-pod-1"}, rewire=True)[0] == \
+        Batch("kw-demo-node-b", ("link del veth00000001", "neigh del 10.244.1.2 dev cni0"))
+    assert plan_add(node, []).batches == []
 
 
 def test_names_fit_kernel_limits() -> None:

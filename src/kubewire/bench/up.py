@@ -61,6 +61,13 @@ def deployment_doc(name: str, replicas: int) -> dict:
 
 
 def run_scenario(label: str, cfg: ClusterConfig, docs: list[Document], timeout: float = 300) -> UpResult:
+    try:
+        return _run(label, cfg, docs, timeout)
+    finally:
+        lifecycle.down(cfg.name)  # a failed scenario leaves nothing behind either
+
+
+def _run(label: str, cfg: ClusterConfig, docs: list[Document], timeout: float) -> UpResult:
     mem0 = _mem_available_kib()
     t0 = time.perf_counter()
     h = lifecycle.up(cfg)

@@ -278,6 +278,7 @@ def schedule(snap: Snapshot) -> list[Op]:
             nodes[node_name].add(pod)
     now = format_time(snap.now)
     index = _SelectorIndex(snap)
+    peers = _PeerCounts(index, nodes)
     ops: list[Op] = []
     for pod in sorted((p for p in snap.list("Pod") if _needs_scheduling(p)), key=_queue_key):
         feasible: list[_NodeState] = []
@@ -301,7 +302,7 @@ def schedule(snap: Snapshot) -> list[Op]:
             if updated is not None:
                 ops.append(Op("status", updated))
             continue
-        best = _choose(pod, feasible, nodes, index)
+        best = _choose(pod, feasible, nodes, peers)
         bound = copy.deepcopy(pod)
         bound.setdefault("spec", {})["nodeName"] = best.name
         ops.append(Op("update", bound))
@@ -318,19 +319,49 @@ def schedule(snap: Snapshot) -> list[Op]:
             if scheduled is not None:
                 ops.append(Op("status", scheduled))
         best.add(bound)
+        peers.bound(bound, best.name)
     return ops
 
 
+class _PeerCounts:
+    """Peers per node for each kind of pod, counted once per scheduling pass and kept up to date
+    as pods are bound: pods with the same namespace and labels have the same peers, so a batch
+    of a thousand replicas costs one count, not a thousand (the count itself is O(pods))."""
+
+    def __init__(self, index: _SelectorIndex, nodes: dict[str, _NodeState]) -> None:
+        self.index, self.nodes = index, nodes
+        self.counts: dict[tuple, tuple[object, dict[str, int]]] = {}
+
+    @staticmethod
+    def _key(pod: dict) -> tuple:
+        m = meta(pod)
+        return (m.get("namespace", ""), tuple(sorted((m.get("labels") or {}).items())))
+
+    def for_pod(self, pod: dict) -> dict[str, int]:
+        key = self._key(pod)
+        if key not in self.counts:
+            is_peer = self.index.peer_matcher(pod)
+            per_node = {
+                name: (0 if is_peer is None else sum(1 for p in st.pods if not is_terminating(p) and is_peer(p)))
+                for name, st in self.nodes.items()
+            }
+            self.counts[key] = (is_peer, per_node)
+        return self.counts[key][1]
+
+    def bound(self, pod: dict, node: str) -> None:
+        for is_peer, per_node in self.counts.values():
+            if is_peer is not None and is_peer(pod):  # type: ignore[operator]
+                per_node[node] = per_node.get(node, 0) + 1
+
+
 def _choose(
-    pod: dict, feasible: list[_NodeState], nodes: dict[str, _NodeState], index: _SelectorIndex
+    pod: dict, feasible: list[_NodeState], nodes: dict[str, _NodeState], peers: _PeerCounts
 ) -> _NodeState:
     """Fewest peers in the zone, then on the node, then fewest pods, then name."""
-    is_peer = index.peer_matcher(pod)
+    counts = peers.for_pod(pod)
 
     def peers_on(state: _NodeState) -> int:
-        if is_peer is None:
-            return 0
-        return sum(1 for p in state.pods if not is_terminating(p) and is_peer(p))
+        return counts.get(state.name, 0)
 
     # Zone counts cover every node the pod could ever land on (NodeInclusionPolicy: honor affinity).
     zone_peers: dict[str, int] = {}

@@ -217,7 +217,7 @@ def down(name: str) -> list[str]:
     d = state_dir(name)
     if exists(name):
         h = open_cluster(name)
-        stop_daemon(h, teardown=True)
+        stop_daemon(h, timeout=120, teardown=True)
         records = h.store.runtime_items("pod/")
         pids = [(c["pid"], c.get("ticks")) for r in records.values() for c in r.get("containers", {}).values() if c.get("pid")]
         pids += [(r["pid"], r.get("ticks")) for r in h.store.runtime_items("host/").values()]

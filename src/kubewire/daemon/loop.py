@@ -102,7 +102,6 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for s in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(s, self._stop)
-        loop.add_signal_handler(signal.SIGCHLD, self.event.set)
         loop.add_signal_handler(signal.SIGUSR1, self._teardown)
         gc.freeze()  # keep the garbage collector from un-sharing pages with forked containers
         last_dv, last_sync = -1, 0.0

@@ -30,8 +30,13 @@ def list_netns(prefix: str = "") -> list[str]:
 
 
 def delete_netns(names: list[str]) -> None:
-    if names:
-        batch([f"netns del {n}" for n in names], force=True)
+    """Delete namespaces; one already gone (someone else deleted it meanwhile) is not an error."""
+    if not names:
+        return
+    run(["ip", "-force", "-batch", "-"], stdin="".join(f"netns del {n}\n" for n in names), check=False)
+    left = [n for n in names if os.path.exists(f"{NETNS_DIR}/{n}")]
+    if left:
+        batch([f"netns del {n}" for n in left], force=True)
 
 
 def json_of(netns: str | None, *args: str) -> str:

@@ -134,26 +134,6 @@ def is_child(pid: int) -> bool:
         return False
 
 
-def listening(pid: int, ports: list[tuple[int, str]]) -> bool:
-    """Do all these ports listen in the process's network namespace? (/proc/PID/net is per namespace.)"""
-    want = {(p, proto) for p, proto in ports if proto in ("TCP", "UDP")}
-    if not want:
-        return True
-    have: set[tuple[int, str]] = set()
-    for proto, files, state in (("TCP", ("tcp", "tcp6"), "0A"), ("UDP", ("udp", "udp6"), "07")):
-        for name in files:
-            try:
-                with open(f"/proc/{pid}/net/{name}") as f:
-                    next(f)
-                    for line in f:
-                        parts = line.split()
-                        if parts[3] == state:
-                            have.add((int(parts[1].rsplit(":", 1)[1], 16), proto))
-            except OSError:
-                return False
-    return want <= have
-
-
 def proc_stats(pid: int) -> tuple[int, float]:
     """RSS bytes and CPU seconds of one process."""
     try:

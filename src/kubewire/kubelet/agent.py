@@ -22,6 +22,7 @@ from kubewire.controllers.types import Op, Snapshot
 from kubewire.kernel import ip as kip
 from kubewire.kernel import probe as kprobe
 from kubewire.kernel import process as kproc
+from kubewire.kernel import rtnl, sockdiag
 from kubewire.kubelet.env import EnvError, build_env
 from kubewire.kubelet.files import NodeDNS, render_hosts, render_resolv, resolv_settings
 from kubewire.kubelet.runtime import ContainerRT, PodRT, runtime_key
@@ -71,6 +72,10 @@ class NodeAgent:
         self.probing: set[tuple[str, str, str]] = set()
         self.wake: Callable[[], None] = lambda: None
         self.last_listen_check: dict[tuple[str, str], float] = {}
+        self.adopted: list[int] = []
+        self.exited: set[int] = set()  # PIDs whose pidfd turned readable since the last look
+        self.next_visit: dict[str, float] = {}  # uid -> when the pod next needs a look without news
+        self.seen_rv: dict[str, str] = {}  # uid -> resourceVersion whose status we last checked
         self._load()
 
     # ---- persistence -----------------------------------------------------------------------
@@ -79,12 +84,14 @@ class NodeAgent:
         for _k, d in self.store.runtime_items(f"pod/{self.node.name}/").items():
             rt = PodRT.from_dict(d)
             if not rt.wired:
-                self._teardown([rt])
+                self._teardown([rt], rewire=True)
                 self.store.runtime_put({runtime_key(rt.node, rt.uid): None})
                 continue
             for c in rt.containers.values():
                 if c.state == "running" and not kproc.alive(c.pid, c.ticks):
                     self._exited(rt, c, 255, "Unknown", "container exited while its node agent was down")
+                elif c.state == "running":
+                    self.adopted.append(c.pid)
             self.pods[rt.uid] = rt
             self.dirty.add(rt.uid)
 
@@ -101,6 +108,8 @@ class NodeAgent:
     # ---- the loop step ---------------------------------------------------------------------
     def sync(self, snap: Snapshot) -> list[Op]:
         now = time.time()
+        while self.adopted:
+            self._watch(self.adopted.pop())
         mine = {p["metadata"]["uid"]: p for p in snap.list("Pod") if p.get("spec", {}).get("nodeName") == self.node.name}
         changed: set[str] = set()
         ops: list[Op] = []
@@ -135,14 +144,27 @@ class NodeAgent:
                     changed.add(uid)
                     self._remove_files(rt)
                     continue
-            elif rt.wired and self._run(rt, pod, snap, now):
+            elif rt.wired and self._needs_visit(rt, now) and self._run(rt, pod, snap, now):
                 changed.add(uid)
-            st = pod_status(pod, rt, self.node.ip, now_rfc3339())
-            if _status_differs(pod.get("status", {}), st):
-                ops.append(Op("status", {**pod, "status": st}))
+            rv = pod["metadata"].get("resourceVersion", "")
+            if uid in changed or uid in self.dirty or self.seen_rv.get(uid) != rv:
+                self.seen_rv[uid] = rv
+                st = pod_status(pod, rt, self.node.ip, now_rfc3339())
+                if _status_differs(pod.get("status", {}), st):
+                    ops.append(Op("status", {**pod, "status": st}))
         self._save(changed | (self.dirty & set(self.pods)))
         self.dirty.clear()
+        for uid in [u for u in self.next_visit if u not in self.pods]:
+            del self.next_visit[uid]
+            self.seen_rv.pop(uid, None)
         return ops
+
+    def _needs_visit(self, rt: PodRT, now: float) -> bool:
+        """Only pods with news get a look each step: an exit, a container not yet running or ready,
+        a probe due; the rest once a second. A thousand quiet pods cost almost nothing."""
+        if now >= self.next_visit.get(rt.uid, 0.0) or rt.uid in self.dirty:
+            return True
+        return any(c.pid in self.exited or c.state != "running" or not c.ready for c in rt.containers.values())
 
     # ---- creating pods ---------------------------------------------------------------------
     def _free_ips(self, n: int) -> list[str]:
@@ -174,11 +196,14 @@ class NodeAgent:
         self._save({rt.uid for rt in rts})
         wiring = [PodWiring(rt.netns, rt.veth, rt.ip) for rt in rts]
         try:
-            for b in plan_add(self.node, wiring):
+            plan = plan_add(self.node, wiring)
+            for b in plan.batches:
                 kip.batch(b.lines, b.netns)
+            for side in plan.pods:
+                rtnl.configure_pod(side.netns, side.ip, side.prefix, side.gateway, side.gateway_mac)
         except Exception:
             # Undo and forget: the next sync wires these pods again from a clean slate.
-            self._teardown(rts)
+            self._teardown(rts, rewire=True)
             for rt in rts:
                 del self.pods[rt.uid]
             self._save({rt.uid for rt in rts})
@@ -209,9 +234,9 @@ class NodeAgent:
         os.makedirs(d, exist_ok=True)
         return f"{d}/{c.restarts}.log"
 
-    def _teardown(self, rts: list[PodRT]) -> None:
+    def _teardown(self, rts: list[PodRT], rewire: bool = False) -> None:
         existing = set(kip.list_netns(f"kw-{self.cfg.cluster}-pod-"))
-        for b in plan_delete(self.node, [PodWiring(r.netns, r.veth, r.ip) for r in rts], existing):
+        for b in plan_delete(self.node, [PodWiring(r.netns, r.veth, r.ip) for r in rts], existing, rewire):
             kip.batch(b.lines, b.netns, force=True)
 
     # ---- running containers ----------------------------------------------------------------
@@ -235,6 +260,7 @@ class NodeAgent:
         )
         c.pid = kproc.spawn(spec_)
         c.ticks = kproc.start_ticks(c.pid)
+        self._watch(c.pid)
         c.state, c.reason, c.message, c.exit_code = "running", "", "", None
         c.started_at = now_rfc3339()
         c.run_started = time.time()
@@ -244,6 +270,23 @@ class NodeAgent:
         c.next_probe = time.time() + float(probe.get("initialDelaySeconds", 0))
         live = spec.get("livenessProbe") or {}
         c.next_live = time.time() + float(live.get("initialDelaySeconds", 0))
+
+    def _watch(self, pid: int) -> None:
+        """Wake the loop the moment this process exits (a pidfd turns readable), without SIGCHLD:
+        signals would also fire for every helper program and flood the loop's wake-up pipe."""
+        try:
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(pid)
+        except (RuntimeError, OSError):
+            return
+
+        def exited() -> None:
+            loop.remove_reader(fd)
+            os.close(fd)
+            self.exited.add(pid)
+            self.wake()
+
+        loop.add_reader(fd, exited)
 
     def _exited(self, rt: PodRT, c: ContainerRT, code: int, reason: str | None = None, message: str = "") -> None:
         c.finished_at = now_rfc3339()
@@ -257,15 +300,17 @@ class NodeAgent:
         changed = False
         specs = {c["name"]: c for c in pod["spec"].get("containers", [])}
         policy = pod["spec"].get("restartPolicy", "Always")
-        own = [c.pid for c in rt.containers.values() if c.state == "running" and c.pid]
+        own = [c.pid for c in rt.containers.values() if c.state == "running" and c.pid in self.exited]
         exits = dict(kproc.reap(own))
+        soon = now + 1.0
         for name, c in rt.containers.items():
             spec = specs.get(name, {})
-            if c.state == "running":
+            if c.state == "running" and c.pid in self.exited:
+                self.exited.discard(c.pid)
                 if c.pid in exits:
                     self._exited(rt, c, exits[c.pid])
                     changed = True
-                elif not kproc.is_child(c.pid) and not kproc.alive(c.pid, c.ticks):
+                elif not kproc.alive(c.pid, c.ticks):  # adopted: not our child, its status is lost
                     self._exited(rt, c, 255, "Unknown", "exit status not observable (container was adopted)")
                     changed = True
             if c.state == "terminated" and rt.terminating_since is None:
@@ -285,6 +330,12 @@ class NodeAgent:
                 changed = True
             if c.state == "running":
                 changed |= self._probe(rt, c, spec, now)
+                for probe, at in ((spec.get("readinessProbe"), c.next_probe), (spec.get("livenessProbe"), c.next_live)):
+                    if probe:
+                        soon = min(soon, at)
+            elif c.state == "waiting":
+                soon = min(soon, c.next_start)
+        self.next_visit[rt.uid] = soon
         return changed
 
     def _probe(self, rt: PodRT, c: ContainerRT, spec: dict, now: float) -> bool:
@@ -298,13 +349,12 @@ class NodeAgent:
                 c.next_probe = now + float(probe.get("periodSeconds", 10))
                 self._launch(rt, c, spec, probe, "ready")
             return False
-        # No probe: ready once every declared port listens in the pod (checked cheaply in /proc).
+        # No probe: ready once every declared port listens in the pod (asked of the kernel via sock_diag).
         key = (rt.uid, c.name)
-        if c.ready and now - self.last_listen_check.get(key, 0) < 2.0:
+        if now - self.last_listen_check.get(key, 0) < (2.0 if c.ready else 0.05):
             return False
         self.last_listen_check[key] = now
-        ok = kproc.listening(c.pid, [p for p in container_ports(spec) if p[1] != "SCTP"]) if command_of(spec) is None \
-            else True
+        ok = sockdiag.listening(rt.netns, container_ports(spec)) if command_of(spec) is None else True
         if ok != c.ready:
             c.ready = ok
             return True
