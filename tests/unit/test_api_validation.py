@@ -543,12 +543,10 @@ def test_unknown_kind_and_wrong_api_version() -> None:
 
 
 def test_other_kinds_get_metadata_validation_only() -> None:
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "1web"}, "spec": {"anything": True}}
-    assert errors(svc) == [
-        'metadata.name: Invalid value: "1web": a DNS-1035 label must consist of lower case alphanumeric characters '
-        "or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
-        "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-    ]
+    np = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "Web"},
+          "spec": {"anything": True}}
+    errs = errors(np)
+    assert len(errs) == 1 and errs[0].startswith('metadata.name: Invalid value: "Web": a lowercase RFC 1123 subdomain')
     node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "namespace": "default"}}
     assert "namespace" not in apply_defaults(node)["metadata"] and errors(node) == []
 

@@ -1,0 +1,728 @@
+"""The EndpointSlice controller, level-triggered, as upstream's (pkg/controller/endpointslice and
+staging/src/k8s.io/endpointslice: reconciler.go, utils.go, topologycache, trafficdist).
+
+For every Service with a selector (ExternalName and selector-less Services are left to their owners):
+the selected pods that have an IP and are not finished become endpoints, grouped by the set of ports
+they resolve (a named targetPort can resolve differently per pod), at most 100 per slice. Existing
+slices are updated in place where possible, emptied ones deleted, and a Service with no endpoints
+keeps one empty placeholder slice, so that consumers can tell "no endpoints" from "not synced yet".
+Zone hints follow the topology-mode annotation (proportional to each zone's allocatable CPU) or
+spec.trafficDistribution.
+
+Upstream picks from Go maps and random name suffixes; here every choice is made in a stable order and
+slice names come from a hash of the Service, so a given cluster state always yields the same writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+
+from kubewire.api.names import name_is_dns_subdomain
+from kubewire.api.service import parse_ip
+from kubewire.controllers.podutil import (
+    get_condition,
+    is_pod_ready,
+    is_terminating,
+    labels_of,
+    map_selector_matches,
+    meta,
+    milli_value,
+    pod_phase,
+)
+from kubewire.controllers.replicaset import ALPHANUMS
+from kubewire.controllers.types import Op, Snapshot
+
+CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+LABEL_SERVICE_NAME = "kubernetes.io/service-name"
+LABEL_HEADLESS = "service.kubernetes.io/headless"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+ANNOTATION_TOPOLOGY_MODE = "service.kubernetes.io/topology-mode"
+ANNOTATION_TOPOLOGY_AWARE_HINTS = "service.kubernetes.io/topology-aware-hints"
+MAX_ENDPOINTS_PER_SLICE = 100
+OVERLOAD_THRESHOLD = 0.2  # topologycache: the most any endpoint may be overloaded by zone hints
+CLOSE_TRAFFIC_DISTRIBUTIONS = ("PreferClose", "PreferSameZone", "PreferSameNode")
+_RESERVED_LABELS = (LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS)
+_EXCLUDED_NODE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+def reconcile_endpointslices(
+    snap: Snapshot, max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE
+) -> list[Op]:
+    """One sync of every Service's EndpointSlices; no Ops when everything is already as it should be."""
+    nodes = {meta(n)["name"]: n for n in snap.list("Node")}
+    ratios = zone_cpu_ratios(list(nodes.values()))
+    services = {(meta(s).get("namespace", ""), meta(s)["name"]): s for s in snap.list("Service")}
+    pods_by_ns: dict[str, list[dict]] = {}
+    for pod in snap.list("Pod"):
+        pods_by_ns.setdefault(meta(pod).get("namespace", ""), []).append(pod)
+    managed: dict[tuple[str, str], list[dict]] = {}
+    taken: dict[str, set[str]] = {}
+    for es in snap.list("EndpointSlice"):
+        ns = meta(es).get("namespace", "")
+        taken.setdefault(ns, set()).add(meta(es)["name"])
+        labels = labels_of(es)
+        if labels.get(LABEL_MANAGED_BY) == CONTROLLER_NAME and labels.get(LABEL_SERVICE_NAME):
+            managed.setdefault((ns, labels[LABEL_SERVICE_NAME]), []).append(es)
+
+    ops: list[Op] = []
+    for (ns, name), svc in services.items():
+        spec = svc.get("spec") or {}
+        if spec.get("type") == "ExternalName" or spec.get("selector") is None:
+            continue
+        pods = [p for p in pods_by_ns.get(ns, []) if map_selector_matches(spec["selector"], labels_of(p))]
+        sync = _ServiceSync(svc, nodes, ratios, max_endpoints_per_slice, taken.setdefault(ns, set()))
+        ops += sync.run(pods, managed.get((ns, name), []))
+    # The garbage collector removes them too (they are owned); doing it here needs no second pass.
+    for key, slices in sorted(managed.items()):
+        if key not in services:
+            ops += [Op("delete", es) for es in slices]
+    return ops
+
+
+# --- pods to endpoints (utils.go) -------------------------------------------------------------------
+
+
+def find_port(pod: dict, service_port: dict) -> int | None:
+    """FindPort: a number is used as is; a name is looked up in the pod's containers (and sidecars)
+    for the same protocol."""
+    target = service_port.get("targetPort")
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target
+    if not isinstance(target, str):
+        return None
+    spec = pod.get("spec") or {}
+    protocol = service_port.get("protocol") or "TCP"
+    sidecars = [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+    for container in list(spec.get("containers") or []) + sidecars:
+        for port in container.get("ports") or []:
+            if port.get("name") == target and (port.get("protocol") or "TCP") == protocol:
+                return port.get("containerPort")
+    return None
+
+
+def endpoint_ports(svc: dict, pod: dict) -> list[dict]:
+    """getEndpointPorts: the ports this pod serves; a port whose name it lacks is left out."""
+    spec = svc.get("spec") or {}
+    out = []
+    for sp in spec.get("ports") or []:
+        number = find_port(pod, sp)
+        if number is None:
+            continue
+        port = {"name": sp.get("name") or "", "protocol": sp.get("protocol") or "TCP", "port": number}
+        if sp.get("appProtocol") is not None:
+            port["appProtocol"] = sp["appProtocol"]
+        out.append(port)
+    return out
+
+
+def port_map_key(ports: list[dict]) -> str:
+    """NewPortMapKey: the same ports in any order group together."""
+    return json.dumps(sorted(json.dumps(p, sort_keys=True) for p in ports or []))
+
+
+def should_pod_be_in_endpoints(pod: dict) -> bool:
+    """ShouldPodBeInEndpoints(pod, includeTerminating=true)."""
+    status = pod.get("status") or {}
+    if pod_phase(pod) in ("Succeeded", "Failed"):
+        return False
+    return bool(status.get("podIP") or status.get("podIPs"))
+
+
+def _pod_addresses(pod: dict, address_type: str) -> list[str]:
+    status = pod.get("status") or {}
+    entries = status.get("podIPs") or ([{"ip": status["podIP"]}] if status.get("podIP") else [])
+    out = []
+    for entry in entries:
+        ip = parse_ip((entry or {}).get("ip"))
+        if ip is not None and (ip.version == 6) == (address_type == "IPv6"):
+            out.append(str(ip))
+    return out
+
+
+def pod_to_endpoint(pod: dict, node: dict | None, svc: dict, address_type: str) -> dict:
+    """podToEndpoint: a terminating pod stays as ready=false, serving=its readiness,
+    terminating=true; publishNotReadyAddresses makes every endpoint ready."""
+    serving = is_pod_ready(pod)
+    terminating = is_terminating(pod)
+    spec = svc.get("spec") or {}
+    ready = bool(spec.get("publishNotReadyAddresses")) or (serving and not terminating)
+    m = meta(pod)
+    ep: dict = {
+        "addresses": _pod_addresses(pod, address_type),
+        "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+    }
+    pod_spec = pod.get("spec") or {}
+    same_ns = m.get("namespace", "") == meta(svc).get("namespace", "")
+    if pod_spec.get("hostname") and pod_spec.get("subdomain") == meta(svc)["name"] and same_ns:
+        ep["hostname"] = pod_spec["hostname"]
+    ep["targetRef"] = {
+        "kind": "Pod",
+        "namespace": m.get("namespace", ""),
+        "name": m["name"],
+        "uid": m.get("uid", ""),
+    }
+    if pod_spec.get("nodeName"):
+        ep["nodeName"] = pod_spec["nodeName"]
+    zone = labels_of(node).get(ZONE_LABEL) if node is not None else None
+    if zone:
+        ep["zone"] = zone
+    return ep
+
+
+def _endpoint_hash(ep: dict) -> tuple:
+    """hashEndpoint: addresses, hostname and the target pod identify an endpoint."""
+    ref = ep.get("targetRef") or {}
+    return (
+        tuple(sorted(ep.get("addresses") or [])),
+        ep.get("hostname") or "",
+        ref.get("namespace"),
+        ref.get("name"),
+    )
+
+
+def _equal_beyond_hash(a: dict, b: dict) -> bool:
+    """EndpointsEqualBeyondHash (hints are deliberately not compared)."""
+    ca, cb = a.get("conditions") or {}, b.get("conditions") or {}
+    if any(ca.get(k) != cb.get(k) for k in ("ready", "serving", "terminating")):
+        return False
+    if a.get("nodeName") != b.get("nodeName") or a.get("zone") != b.get("zone"):
+        return False
+    ra = {k: v for k, v in (a.get("targetRef") or {}).items() if k != "resourceVersion"}
+    rb = {k: v for k, v in (b.get("targetRef") or {}).items() if k != "resourceVersion"}
+    return ra == rb
+
+
+def _ready(ep: dict) -> bool:
+    return (ep.get("conditions") or {}).get("ready") is True
+
+
+def hints_enabled(annotations: dict[str, str]) -> bool:
+    """The deprecated topology-aware-hints annotation wins over topology-mode when both are set."""
+    value = annotations.get(ANNOTATION_TOPOLOGY_AWARE_HINTS, annotations.get(ANNOTATION_TOPOLOGY_MODE))
+    return value in ("Auto", "auto")
+
+
+def address_types(svc: dict) -> list[str]:
+    """getAddressTypesForService."""
+    spec = svc.get("spec") or {}
+    out = sorted({f for f in spec.get("ipFamilies") or [] if f in ("IPv4", "IPv6")})
+    if out:
+        return out
+    cluster_ip = spec.get("clusterIP") or ""
+    if cluster_ip and cluster_ip != "None":
+        return ["IPv6" if ":" in cluster_ip else "IPv4"]
+    return ["IPv4", "IPv6"]
+
+
+# --- topology hints (topologycache) ---------------------------------------------------------------
+
+
+def _node_ready(node: dict) -> bool:
+    cond = get_condition(node, "Ready")
+    return cond is not None and cond.get("status") == "True"
+
+
+def zone_cpu_ratios(nodes: list[dict]) -> dict[str, float] | None:
+    """TopologyCache.SetNodes: each zone's share of the ready workers' allocatable CPU, or None when
+    any of them lacks a zone or CPU, or fewer than two zones remain."""
+    cpu_by_zone: dict[str, int] = {}
+    for node in sorted(nodes, key=lambda n: meta(n)["name"]):
+        labels = labels_of(node)
+        if any(k in labels for k in _EXCLUDED_NODE_LABELS) or not _node_ready(node):
+            continue
+        cpu = milli_value(((node.get("status") or {}).get("allocatable") or {}).get("cpu"))
+        zone = labels.get(ZONE_LABEL)
+        if not zone or cpu == 0:
+            return None
+        cpu_by_zone[zone] = cpu_by_zone.get(zone, 0) + cpu
+    total = sum(cpu_by_zone.values())
+    if total == 0 or len(cpu_by_zone) < 2:
+        return None
+    return {zone: cpu / total for zone, cpu in cpu_by_zone.items()}
+
+
+def get_allocations(
+    ratios: dict[str, float] | None, endpoints: int
+) -> dict[str, tuple[int, int, float]] | None:
+    """getAllocations: (minimum, maximum, desired) endpoints per zone, or None when no allocation
+    keeps every endpoint below the overload threshold."""
+    if ratios is None or len(ratios) < 2 or len(ratios) > endpoints:
+        return None
+    remaining, min_total = endpoints, 0
+    partial: dict[str, tuple[int, float]] = {}
+    for zone, ratio in sorted(ratios.items()):
+        desired = ratio * endpoints
+        minimum = math.ceil(desired * (1 / (1 + OVERLOAD_THRESHOLD)))
+        partial[zone] = (minimum, max(desired, float(minimum)))
+        min_total += minimum
+        remaining -= minimum
+        if remaining < 0:
+            return None
+    return {z: (mn, mn + endpoints - min_total, d) for z, (mn, d) in partial.items()}
+
+
+def _hints_by_zone(
+    slice_: dict, allocated: dict[str, int], allocations: dict[str, tuple[int, int, float]]
+) -> dict[str, int] | None:
+    """getHintsByZone: None when the slice's hints are missing, stale or would overload a zone."""
+    counts: dict[str, int] = {}
+    for ep in slice_.get("endpoints") or []:
+        if not _ready(ep):
+            continue
+        zones = ((ep.get("hints") or {}).get("forZones")) or []
+        if not zones:
+            return None
+        for z in zones:
+            name = z.get("name")
+            if name not in allocations:
+                return None
+            counts[name] = counts.get(name, 0) + 1
+    for zone, n in counts.items():
+        if n + allocated.get(zone, 0) > allocations[zone][1]:
+            return None
+    return counts
+
+
+def _most(values: dict[str, float]) -> tuple[str, float]:
+    zone, most = "", 0.0
+    for z, n in sorted(values.items()):
+        if n > most:
+            zone, most = z, n
+    return zone, most
+
+
+def _giving_and_receiving(
+    allocations: dict[str, tuple[int, int, float]], allocated: dict[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    giving_f: dict[str, float] = {}
+    receiving_f: dict[str, float] = {}
+    for zone, (_, _, desired) in allocations.items():
+        have = allocated.get(zone, 0)
+        if have > desired:
+            giving_f[zone] = have - desired
+        elif have < desired:
+            receiving_f[zone] = desired - have
+    giving: dict[str, int] = {}
+    receiving: dict[str, int] = {}
+    while True:
+        gz, give = _most(giving_f)
+        rz, receive = _most(receiving_f)
+        if not gz or not rz or (give < 1.0 and receive < 1.0) or give < 0.5 or receive < 0.5:
+            break
+        giving[gz] = giving.get(gz, 0) + 1
+        giving_f[gz] -= 1
+        receiving[rz] = receiving.get(rz, 0) + 1
+        receiving_f[rz] -= 1
+    return giving, receiving
+
+
+def _redistribute(slices: list[dict], giving: dict[str, int], receiving: dict[str, int]) -> dict[str, int]:
+    changes: dict[str, int] = {}
+    for slice_ in slices:
+        for ep in slice_["endpoints"]:
+            if not _ready(ep):
+                continue
+            if not giving or not receiving:
+                return changes
+            zone = ep.get("zone")
+            if not zone or giving.get(zone, 0) <= 0:
+                continue
+            for target in sorted(receiving):
+                if receiving[target] > 0:
+                    ep["hints"] = {"forZones": [{"name": target}]}
+                    giving[zone] -= 1
+                    if not giving[zone]:
+                        del giving[zone]
+                    receiving[target] -= 1
+                    if not receiving[target]:
+                        del receiving[target]
+                    changes[target] = changes.get(target, 0) + 1
+                    changes[zone] = changes.get(zone, 0) - 1
+                    break
+    return changes
+
+
+# --- one Service ----------------------------------------------------------------------------------
+
+
+class _ServiceSync:
+    """Reconciler.Reconcile for one Service; slices are plain dicts, new ones have no name yet."""
+
+    def __init__(
+        self,
+        svc: dict,
+        nodes: dict[str, dict],
+        ratios: dict[str, float] | None,
+        max_per_slice: int,
+        taken: set[str],
+    ) -> None:
+        self.svc = svc
+        self.nodes = nodes
+        self.ratios = ratios
+        self.max = max_per_slice
+        self.taken = taken
+        self.ns = meta(svc).get("namespace", "")
+        self.name = meta(svc)["name"]
+        self.uid = meta(svc).get("uid", "")
+
+    def run(self, pods: list[dict], existing: list[dict]) -> list[Op]:
+        supported = address_types(self.svc)
+        ops: list[Op] = []
+        by_type: dict[str, list[dict]] = {}
+        stale: list[dict] = []
+        for es in existing:
+            if es.get("addressType") in supported:
+                by_type.setdefault(es["addressType"], []).append(es)
+            else:
+                stale.append(es)
+        for address_type in supported:
+            ops += self._by_address_type(pods, by_type.get(address_type, []), address_type)
+        return ops + [Op("delete", es) for es in stale]
+
+    # ownership and labels
+
+    def owned(self, es: dict) -> bool:
+        return any(
+            r.get("uid") == self.uid and r.get("kind") == "Service" and r.get("apiVersion") == "v1"
+            for r in meta(es).get("ownerReferences") or []
+        )
+
+    def labels_for(self, es: dict | None) -> tuple[dict[str, str], bool]:
+        """setEndpointSliceLabels: the Service's labels plus the reserved ones; True if the
+        non-reserved labels differ from the slice's."""
+        current = {k: v for k, v in (labels_of(es) if es else {}).items() if k not in _RESERVED_LABELS}
+        labels = {k: v for k, v in labels_of(self.svc).items() if k not in _RESERVED_LABELS}
+        changed = current != labels
+        cluster_ip = (self.svc.get("spec") or {}).get("clusterIP") or ""
+        if cluster_ip in ("", "None"):
+            labels[LABEL_HEADLESS] = ""
+        labels[LABEL_SERVICE_NAME] = self.name
+        labels[LABEL_MANAGED_BY] = CONTROLLER_NAME
+        return labels, changed
+
+    def new_slice(self, ports: list[dict], address_type: str) -> dict:
+        prefix = f"{self.name}-"
+        if name_is_dns_subdomain(prefix, True):
+            prefix = self.name
+        return {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "generateName": prefix,
+                "namespace": self.ns,
+                "labels": self.labels_for(None)[0],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "name": self.name,
+                        "uid": self.uid,
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "addressType": address_type,
+            "endpoints": [],
+            "ports": copy.deepcopy(ports),
+        }
+
+    # reconcileByAddressType
+
+    def _by_address_type(self, pods: list[dict], existing: list[dict], address_type: str) -> list[Op]:
+        to_create: list[dict] = []
+        to_update: list[dict] = []
+        to_delete: list[dict] = []
+        existing_by_key: dict[str, list[dict]] = {}
+        for es in existing:
+            if self.owned(es):
+                existing_by_key.setdefault(port_map_key(es.get("ports") or []), []).append(es)
+            else:
+                to_delete.append(es)
+
+        desired: dict[str, dict[tuple, dict]] = {}
+        desired_ports: dict[str, list[dict]] = {}
+        publish = bool((self.svc.get("spec") or {}).get("publishNotReadyAddresses"))
+        for pod in pods:
+            if not should_pod_be_in_endpoints(pod):
+                continue
+            ports = endpoint_ports(self.svc, pod)
+            key = port_map_key(ports)
+            desired.setdefault(key, {})
+            desired_ports.setdefault(key, ports)
+            node = self.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
+            if node is None and not publish:
+                continue  # upstream skips (and retries) a pod whose Node is missing
+            ep = pod_to_endpoint(pod, node, self.svc, address_type)
+            if ep["addresses"]:
+                desired[key][_endpoint_hash(ep)] = ep
+
+        for key in sorted(desired):
+            c, u, d = self._by_port_mapping(
+                existing_by_key.get(key, []), desired[key], desired_ports[key], address_type
+            )
+            to_create += c
+            to_update += u
+            to_delete += d
+        for key in sorted(existing_by_key):
+            if key not in desired:
+                to_delete += existing_by_key[key]
+
+        if len(existing) == len(to_delete) and not to_create:
+            placeholder = self.new_slice([], address_type)
+            if len(to_delete) == 1 and self._is_placeholder(to_delete[0], placeholder):
+                to_delete = []
+            else:
+                to_create.append(placeholder)
+
+        changed = {meta(es)["name"] for es in to_update + to_delete}
+        unchanged = [es for es in existing if meta(es)["name"] not in changed]
+        spec = self.svc.get("spec") or {}
+        annotations = meta(self.svc).get("annotations") or {}
+        distribution = spec.get("trafficDistribution")
+        use_distribution = distribution in CLOSE_TRAFFIC_DISTRIBUTIONS and not hints_enabled(annotations)
+        if hints_enabled(annotations):
+            to_update = self._add_hints(to_create, to_update, unchanged)
+        elif not use_distribution:
+            to_update = self._remove_hints(to_create, to_update, unchanged)
+        if use_distribution:
+            to_update = self._distribution_hints(distribution, to_create, to_update, unchanged)
+        return self._finalize(to_create, to_update, to_delete, {meta(es)["name"]: es for es in existing})
+
+    def _is_placeholder(self, es: dict, placeholder: dict) -> bool:
+        """placeholderSliceCompare: only namespace, labels and owners count among the metadata."""
+        return (
+            meta(es).get("namespace", "") == self.ns
+            and labels_of(es) == labels_of(placeholder)
+            and (meta(es).get("ownerReferences") or []) == meta(placeholder)["ownerReferences"]
+            and es.get("addressType") == placeholder["addressType"]
+            and not es.get("endpoints")
+            and not es.get("ports")
+        )
+
+    # reconcileByPortMapping
+
+    def _by_port_mapping(
+        self, existing: list[dict], desired: dict[tuple, dict], ports: list[dict], address_type: str
+    ) -> tuple[list[dict], list[dict], list[dict]]:
+        by_name: dict[str, dict] = {}
+        unchanged: list[str] = []
+        to_update: list[str] = []
+        to_delete: list[str] = []
+        for es in existing:
+            name = meta(es)["name"]
+            by_name[name] = es
+            kept: list[dict] = []
+            updated = False
+            for ep in es.get("endpoints") or []:
+                want = desired.get(_endpoint_hash(ep))
+                if want is not None:
+                    kept.append(copy.deepcopy(want))
+                    updated = updated or not _equal_beyond_hash(want, ep)
+                    del desired[_endpoint_hash(ep)]
+            labels, labels_changed = self.labels_for(es)
+            if updated or len(es.get("endpoints") or []) != len(kept):
+                if not kept:
+                    to_delete.append(name)
+                else:
+                    copy_ = copy.deepcopy(es)
+                    copy_["endpoints"] = kept
+                    copy_["metadata"]["labels"] = labels
+                    by_name[name] = copy_
+                    to_update.append(name)
+            elif labels_changed:
+                copy_ = copy.deepcopy(es)
+                copy_["metadata"]["labels"] = labels
+                by_name[name] = copy_
+                to_update.append(name)
+            else:
+                unchanged.append(name)
+
+        remaining = list(desired.values())
+        if remaining and to_update:
+            for name in sorted(to_update, key=lambda n: -len(by_name[n]["endpoints"])):
+                es = by_name[name]
+                while remaining and len(es["endpoints"]) < self.max:
+                    es["endpoints"].append(remaining.pop(0))
+
+        to_create: list[dict] = []
+        while remaining:
+            fill: dict | None = None
+            if len(remaining) < self.max and unchanged:
+                fill = self._slice_to_fill([by_name[n] for n in unchanged], len(remaining))
+            if fill is None:
+                fill = self.new_slice(ports, address_type)
+            else:
+                fill = copy.deepcopy(fill)
+                by_name[meta(fill)["name"]] = fill
+            while remaining and len(fill["endpoints"]) < self.max:
+                fill["endpoints"].append(remaining.pop(0))
+            if meta(fill).get("name"):
+                to_update.append(meta(fill)["name"])
+                unchanged.remove(meta(fill)["name"])
+            else:
+                to_create.append(fill)
+        return to_create, [by_name[n] for n in to_update], [by_name[n] for n in to_delete]
+
+    def _slice_to_fill(self, slices: list[dict], count: int) -> dict | None:
+        """getSliceToFill: the slice that ends closest to full."""
+        best, best_diff = None, self.max
+        for es in slices:
+            diff = self.max - (count + len(es.get("endpoints") or []))
+            if 0 <= diff < best_diff:
+                best, best_diff = es, diff
+                if diff == 0:
+                    break
+        return best
+
+    # hints
+
+    def _remove_hints(
+        self, to_create: list[dict], to_update: list[dict], unchanged: list[dict]
+    ) -> list[dict]:
+        """RemoveHintsFromSlices: returns the new to-update list (unchanged slices that had hints join)."""
+        for es in to_create + to_update:
+            for ep in es["endpoints"]:
+                ep.pop("hints", None)
+        out = list(to_update)
+        for es in list(unchanged):
+            if any("hints" in ep for ep in es.get("endpoints") or []):
+                copy_ = copy.deepcopy(es)
+                for ep in copy_["endpoints"]:
+                    ep.pop("hints", None)
+                out.append(copy_)
+                unchanged.remove(es)
+        return out
+
+    def _add_hints(self, to_create: list[dict], to_update: list[dict], unchanged: list[dict]) -> list[dict]:
+        """TopologyCache.AddHints for topology-mode Auto."""
+        total = sum(
+            sum(1 for ep in es.get("endpoints") or [] if _ready(ep))
+            for es in to_create + to_update + unchanged
+        )
+        allocations = get_allocations(self.ratios, total)
+        if allocations is None:
+            return self._remove_hints(to_create, to_update, unchanged)
+        allocated: dict[str, int] = {}
+        to_update = list(to_update)
+        for es in list(unchanged):
+            counts = _hints_by_zone(es, allocated, allocations)
+            if counts is None:
+                to_update.append(copy.deepcopy(es))
+                unchanged.remove(es)
+            else:
+                for zone, n in counts.items():
+                    allocated[zone] = allocated.get(zone, 0) + n
+        allocatable = to_create + to_update
+        for es in allocatable:
+            for ep in es["endpoints"]:
+                if not _ready(ep):
+                    continue
+                if not ep.get("zone"):
+                    return self._remove_hints(to_create, to_update, unchanged)
+                allocated[ep["zone"]] = allocated.get(ep["zone"], 0) + 1
+                ep["hints"] = {"forZones": [{"name": ep["zone"]}]}
+        giving, receiving = _giving_and_receiving(allocations, allocated)
+        for zone, diff in _redistribute(allocatable, giving, receiving).items():
+            allocated[zone] = allocated.get(zone, 0) + diff
+        if not allocated:
+            return self._remove_hints(to_create, to_update, unchanged)
+        return to_update
+
+    def _distribution_hints(
+        self, distribution: str, to_create: list[dict], to_update: list[dict], unchanged: list[dict]
+    ) -> list[dict]:
+        """trafficdist.ReconcileHints with the preferClose heuristic."""
+        for_nodes = distribution == "PreferSameNode"
+
+        def wanted(ep: dict) -> dict | None:
+            hints: dict = {}
+            if ep.get("zone"):
+                hints["forZones"] = [{"name": ep["zone"]}]
+            if ep.get("nodeName") and for_nodes:
+                hints["forNodes"] = [{"name": ep["nodeName"]}]
+            return hints or None
+
+        def needs_update(es: dict) -> bool:
+            for ep in es.get("endpoints") or []:
+                if not _ready(ep):
+                    continue
+                have = ep.get("hints") or {}
+                want = wanted(ep) or {}
+                if (have.get("forZones") or None) != want.get("forZones") or (
+                    have.get("forNodes") or None
+                ) != want.get("forNodes"):
+                    return True
+            return False
+
+        out = list(to_update)
+        for es in list(unchanged):
+            if needs_update(es):
+                out.append(copy.deepcopy(es))
+                unchanged.remove(es)
+        for es in to_create + out:
+            for ep in es["endpoints"]:
+                if not _ready(ep):
+                    continue
+                hints = wanted(ep)
+                if hints is None:
+                    ep.pop("hints", None)
+                else:
+                    ep["hints"] = hints
+        return out
+
+    # finalize
+
+    def _finalize(
+        self, to_create: list[dict], to_update: list[dict], to_delete: list[dict], current: dict[str, dict]
+    ) -> list[Op]:
+        to_create, to_delete = list(to_create), list(to_delete)
+        i = 0
+        while i < len(to_delete) and to_create:
+            doomed = to_delete[i]
+            if doomed.get("addressType") == to_create[-1]["addressType"] and self.owned(doomed):
+                reused = to_create.pop()
+                reused["metadata"] = {
+                    **copy.deepcopy(meta(doomed)),
+                    "labels": reused["metadata"]["labels"],
+                    "ownerReferences": reused["metadata"]["ownerReferences"],
+                }
+                to_update.append(reused)
+                del to_delete[i]
+            else:
+                i += 1
+        ops: list[Op] = []
+        if not meta(self.svc).get("deletionTimestamp"):
+            for es in to_create:
+                es["metadata"] = {
+                    "name": self._generate_name(es["metadata"]["generateName"]),
+                    **es["metadata"],
+                }
+                ops.append(Op("create", es))
+        for es in to_update:
+            before = current.get(meta(es)["name"])
+            if before is None or _content(before) != _content(es):
+                ops.append(Op("update", es))
+        ops += [Op("delete", es) for es in to_delete]
+        return ops
+
+    def _generate_name(self, prefix: str) -> str:
+        """A generateName-like name whose 5-character suffix is derived from the Service."""
+        n = 0
+        while True:
+            digest = hashlib.sha256(f"{self.ns}/{self.name}/{self.uid}/{n}".encode()).digest()
+            name = prefix[:58] + "".join(ALPHANUMS[b % len(ALPHANUMS)] for b in digest[:5])
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
+            n += 1
+
+
+def _content(es: dict) -> dict:
+    """What an update would change: everything but the server-managed resourceVersion."""
+    m = {k: v for k, v in meta(es).items() if k != "resourceVersion"}
+    return {**es, "metadata": m}

@@ -1,0 +1,28 @@
+"""Service status, as a real cluster shows it before any load balancer exists.
+
+Allocation of ClusterIPs and node ports happens when a Service is stored
+(kubewire.api.allocation.prepare_service), not here. What is left for a controller is the status
+every Service carries on a real API server: Go serialises the empty LoadBalancerStatus, so
+`kubectl get svc -o yaml` always shows `status: {loadBalancer: {}}`, and a Service that stops being
+a LoadBalancer loses its ingress. The load-balancer allocator (north-south issue) fills ingress in.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from kubewire.controllers.types import Op, Snapshot
+
+
+def reconcile_services(snap: Snapshot) -> list[Op]:
+    """Status writes for Services whose status is not what the API server would hold."""
+    ops: list[Op] = []
+    for svc in snap.list("Service"):
+        status = svc.get("status") if isinstance(svc.get("status"), dict) else {}
+        lb = status.get("loadBalancer")
+        want = copy.deepcopy(status)
+        if not isinstance(lb, dict) or ((svc.get("spec") or {}).get("type") != "LoadBalancer" and lb):
+            want["loadBalancer"] = {}
+        if want != svc.get("status"):
+            ops.append(Op("status", {**svc, "status": want}))
+    return ops
