@@ -8,17 +8,20 @@ export KUBEWIRE_CLUSTER="${KUBEWIRE_CLUSTER:-kubewire}"
 
 $KW up
 $KW get nodes -o wide
-$KW get pods -n production -o wide
+$KW get pods,services,endpointslices -n production -o wide
 
 gw=$($KW get pods -n production -l app=api-gateway -o name | head -1 | cut -d/ -f2)
-target=$($KW get pods -n production -l app=payment-processor -o json \
-  | .venv/bin/python -c 'import json,sys; ps=json.load(sys.stdin)["items"]; print(ps[0]["status"]["podIP"])')
+vip=$($KW get service payment-service -n production -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["spec"]["clusterIP"])')
 echo
-echo "# api-gateway -> payment-processor pod, across the node network (pod IP, direct routing):"
-$KW curl --from "production/$gw" "http://$target:8080/v1/payments"
+echo "# api-gateway -> payment-service ClusterIP $vip:8080 (kube-proxy DNAT on the client's node) -> a payment-processor pod:"
+$KW curl --from "production/$gw" "http://$vip:8080/v1/payments"
 echo
-echo "# the same path, with curl's timings (-o json):"
-$KW curl --from "production/$gw" "http://$target:8080/v1/payments" -o json
+echo "# the same request with curl's timings, and which pod answered from which node and zone:"
+$KW curl --from "production/$gw" "http://$vip:8080/v1/payments" -o json
 echo
-echo "Cluster '$KUBEWIRE_CLUSTER' is still up: try '$KW get pods -A', '$KW exec -n production $gw -- ip route'."
+node=$($KW get pod "$gw" -n production -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["spec"]["nodeName"])')
+echo "# the rules kube-proxy wrote on $node for payment-service:"
+$KW rules --node "$node" -t nat | grep 'payment-service' || true
+echo
+echo "Cluster '$KUBEWIRE_CLUSTER' is still up: try '$KW get pods -A -o wide', '$KW exec -n production $gw -- ip route'."
 echo "Remove it with: $KW down"

@@ -71,7 +71,7 @@ def _run(label: str, cfg: ClusterConfig, docs: list[Document], timeout: float) -
     mem0 = _mem_available_kib()
     t0 = time.perf_counter()
     h = lifecycle.up(cfg)
-    apply_documents(h.store, docs)
+    apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
     want = sum(int(d.obj["spec"].get("replicas", 1)) for d in docs if d.obj["kind"] == "Deployment")
     ready = 0
     while time.perf_counter() - t0 < timeout:

@@ -172,6 +172,22 @@ def curl(
 
 
 @app.command()
+def rules(node: str = typer.Option(..., "--node", help="Node name."),
+          table: str | None = typer.Option(None, "-t", "--table")) -> None:
+    """What is live in a node's netfilter (iptables-save of its namespace)."""
+    from kubewire.cli.objects import handle
+    from kubewire.kernel.netfilter import save
+
+    need_root()
+    h = handle()
+    try:
+        n = h.topo.node(node)
+    except KeyError:
+        fail(f'node "{node}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
+    sys.stdout.write(save(n.netns, table))
+
+
+@app.command()
 def doctor() -> None:
     """Check the kernel features and tools kubewire needs."""
     from kubewire.cli.doctor import run_doctor

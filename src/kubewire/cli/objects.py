@@ -43,7 +43,7 @@ def apply(files: list[str], namespace: str | None) -> None:
     docs = load_paths(files, sys.stdin)
     if not docs:
         fail("no objects passed to apply")
-    res = apply_documents(h.store, docs, _ns(namespace))
+    res = apply_documents(h.store, docs, _ns(namespace), h.cfg.service_subnet)
     for r in res:
         info = _resolve(r.obj["kind"])
         print(f"{_kindword(info)}/{r.obj['metadata']['name']} {r.action}")

@@ -61,7 +61,7 @@ def run_up(name: str, config: str | None, files: list[str], proxy_mode: str | No
         progress.update(t, description=f'cluster "{name}": {len(h.topo.nodes)} nodes in {len(h.topo.zones)} zones')
         if docs:
             try:
-                res = apply_documents(h.store, docs)
+                res = apply_documents(h.store, docs, service_cidr=h.cfg.service_subnet)
             except ManifestError as e:
                 fail(str(e))
             for r in res:

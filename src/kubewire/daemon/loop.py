@@ -25,6 +25,7 @@ from kubewire.controllers.types import Op, Snapshot
 from kubewire.kernel import ip as kip
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
 from kubewire.kubelet.files import NodeDNS
+from kubewire.kubeproxy.agent import ProxyAgent
 from kubewire.store.db import Store
 from kubewire.workload import echo  # imported before any fork: its pages are shared by every container
 
@@ -44,8 +45,10 @@ def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:
 
 def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
     from kubewire.controllers.deployment import reconcile_deployments
+    from kubewire.controllers.endpointslice import reconcile_endpointslices
     from kubewire.controllers.replicaset import reconcile_replicasets
     from kubewire.controllers.scheduler import schedule
+    from kubewire.controllers.serviceip import reconcile_services
 
     ops: list[Op] = []
     ops += lifecycle.finish_namespaces(snap)
@@ -53,6 +56,8 @@ def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
     ops += reconcile_deployments(snap, rng)
     ops += reconcile_replicasets(snap, rng)
     ops += schedule(snap)
+    ops += reconcile_services(snap)
+    ops += reconcile_endpointslices(snap)
     return ops
 
 
@@ -75,6 +80,7 @@ class Daemon:
             a = NodeAgent(self.store, acfg, n, workload_factory)
             a.wake = self.event.set
             self.agents.append(a)
+        self.proxies = [ProxyAgent(n, self.cfg.pod_subnet) for n in self.topo.nodes]
         self._remove_stray_pod_namespaces(cluster)
 
     def _remove_stray_pod_namespaces(self, cluster: str) -> None:
@@ -97,6 +103,18 @@ class Daemon:
             agent_ops += a.sync(snap)
         if agent_ops:
             self.store.write(agent_ops)
+            snap = self.store.snapshot()
+            for _ in range(3):  # EndpointSlices follow readiness at once, not on the next change
+                ops = run_controllers(snap, self.rng)
+                if not ops:
+                    break
+                self.store.write(ops)
+                snap = self.store.snapshot()
+        for p in self.proxies:
+            try:
+                p.sync(snap)
+            except Exception as e:  # noqa: BLE001 - one node's failure must not stop the others
+                print(f"{time.strftime('%H:%M:%S')} kube-proxy {p.node.name}: {e}", file=sys.stderr, flush=True)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

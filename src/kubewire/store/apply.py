@@ -7,8 +7,10 @@ only when all pass is anything written, in one transaction.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
+from kubewire.api.allocation import AllocationError, prepare_service, service_allocations, used_allocations
 from kubewire.api.errors import FieldError, ManifestError
 from kubewire.api.kinds import lookup_kind
 from kubewire.api.loader import Document
@@ -66,18 +68,38 @@ def _keep_server_fields(obj: dict, old: dict) -> None:
         obj["spec"].setdefault("nodeName", old["spec"]["nodeName"])
 
 
-def apply_documents(store: Store, docs: list[Document], default_namespace: str = "default") -> list[Applied]:
+def apply_documents(store: Store, docs: list[Document], default_namespace: str = "default",
+                    service_cidr: str = "10.96.0.0/12") -> list[Applied]:
     prepared = _prepare(store, docs, default_namespace)
     out: list[Applied] = []
+    rng = random.Random()
     with store.transaction() as db:
         rv = store._next_rv(db)
+        used_ips: set[str] | None = None
+        used_ports: set[int] = set()
         for d, new, old in prepared:
+            if new["kind"] == "Service":
+                # Allocation happens inside the transaction, as the API server allocates before it
+                # stores: a failure rolls back every document of this apply.
+                if used_ips is None:
+                    used_ips, used_ports = used_allocations(store.list("Service"))
+                try:
+                    new = prepare_service(new, old, used_ips, used_ports, service_cidr, rng)
+                except AllocationError as e:
+                    m = new["metadata"]
+                    raise ManifestError(d.source, d.index, "Service", m.get("name"), e.errors,
+                                        namespace=m.get("namespace")) from None
+                ips, ports = service_allocations(new)
+                used_ips |= ips
+                used_ports |= ports
             if old is None:
                 _record_applied(new, d.obj)
                 stamp_new(new)
-                new.pop("status", None) if new["kind"] not in ("Namespace",) else None
+                new.pop("status", None)
                 if new["kind"] == "Namespace":
                     new["status"] = {"phase": "Active"}
+                elif new["kind"] == "Service":
+                    new["status"] = {"loadBalancer": {}}
                 store._put(db, new, rv)
                 out.append(Applied(new, "created"))
                 continue

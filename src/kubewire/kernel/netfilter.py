@@ -1,0 +1,58 @@
+"""iptables-restore, conntrack and nfacct inside a node's namespace: payloads fed from memory."""
+
+from __future__ import annotations
+
+from kubewire.kernel.run import in_netns, run
+
+
+def restore(netns: str, payload: str) -> None:
+    """Atomic per table, as kube-proxy applies it."""
+    run(in_netns(netns, ["iptables-restore", "--noflush", "--counters", "-w", "5"]), stdin=payload)
+
+
+def save(netns: str, table: str | None = None) -> str:
+    return run(in_netns(netns, ["iptables-save"] + (["-t", table] if table else []))).stdout
+
+
+def nat_chains(netns: str) -> list[str]:
+    return [line[1:].split()[0] for line in save(netns, "nat").splitlines() if line.startswith(":")]
+
+
+def ensure_jumps(netns: str, rules: list[tuple[str, str, list[str]]]) -> None:
+    """The jumps from the built-in chains (inserted once, as kube-proxy's EnsureRule does) and the
+    KUBE-PROXY-CANARY chains, in one restore without flushing."""
+    existing = {t: save(netns, t) for t in ("filter", "nat", "mangle")}
+    payload: list[str] = []
+    for table in ("mangle", "filter", "nat"):
+        lines = [] if ":KUBE-PROXY-CANARY" in existing[table] else [":KUBE-PROXY-CANARY - [0:0]"]
+        targets = {args[args.index("-j") + 1] for t, _c, args in rules if t == table}
+        lines += [f":{c} - [0:0]" for c in sorted(targets) if f":{c} " not in existing[table]]
+        for t, chain, args in reversed([r for r in rules if r[0] == table]):
+            text = " ".join(_quote(a) for a in args)
+            if f"-A {chain} {text}" not in existing[t]:
+                lines.append(f"-I {chain} {text}")
+        if lines:
+            payload += [f"*{table}", *lines, "COMMIT"]
+    if payload:
+        run(in_netns(netns, ["iptables-restore", "--noflush", "-w", "5"]), stdin="\n".join(payload) + "\n")
+
+
+def _quote(a: str) -> str:
+    return f'"{a}"' if " " in a else a
+
+
+def conntrack_delete(netns: str, args: list[str]) -> int:
+    """Returns how many entries were deleted (conntrack exits 1 when none matched)."""
+    r = run(in_netns(netns, ["conntrack", "-D", *args]), check=False)
+    for line in (r.stderr + r.stdout).splitlines():
+        if "flow entries have been deleted" in line:
+            return int(line.split()[-6]) if line.split()[-6].isdigit() else 0
+    return 0
+
+
+def nfacct_ensure(netns: str, names: list[str]) -> bool:
+    for n in names:
+        r = run(in_netns(netns, ["nfacct", "add", n]), check=False)
+        if r.code != 0 and "File exists" not in r.stderr:
+            return False
+    return True

@@ -1,0 +1,138 @@
+"""kube-proxy in iptables mode for one node: full syncs with iptables-restore in the node's
+namespace, stale UDP conntrack entries flushed, and the health-check NodePorts served."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import time
+
+from kubewire.cluster.addressing import NodePlan
+from kubewire.controllers.types import Snapshot
+from kubewire.kernel import netfilter
+from kubewire.kernel.nsswitch import entered
+from kubewire.kubeproxy.conntrack import stale_filters
+from kubewire.proxy.iptables.render import jump_rules, render_full
+from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
+from kubewire.proxy.topology import categorize_endpoints
+
+
+class ProxyAgent:
+    def __init__(self, node: NodePlan, cluster_cidr: str) -> None:
+        self.node = node
+        self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
+        self.fingerprint = ""
+        self.services: dict = {}
+        self.endpoints: dict = {}
+        self.ready = False
+        self.last_sync = 0.0
+        self.last_duration = 0.0
+        self.health: dict[int, tuple[str, str, int]] = {}  # healthCheckNodePort -> (ns, name, local endpoints)
+        self.servers: dict[int, asyncio.base_events.Server] = {}
+
+    def _prepare(self) -> None:
+        """Once per node: the jump rules kube-proxy inserts outside its restore, the canary chains,
+        and the nfacct counters its payload matches on (without them, no nfacct matches)."""
+        if not netfilter.nfacct_ensure(self.node.netns, ["localhost_nps_accepted_pkts", "ct_state_invalid_dropped_pkts"]):
+            self.config = KubeProxyConfig(cluster_cidr=self.config.cluster_cidr, nfacct_ct_state_invalid=False,
+                                          nfacct_localhost_nodeports=False)
+        netfilter.ensure_jumps(self.node.netns, [(j.table, j.chain, list(j.args)) for j in jump_rules()])
+        self.ready = True
+
+    def sync(self, snap: Snapshot) -> bool:
+        services = snap.list("Service")
+        slices = snap.list("EndpointSlice")
+        node = snap.get("Node", "", self.node.name) or {}
+        labels = node.get("metadata", {}).get("labels", {})
+        fp = hashlib.sha1(json.dumps([[o["metadata"].get("resourceVersion") for o in services],
+                                      [o["metadata"].get("resourceVersion") for o in slices], labels],
+                                     sort_keys=True).encode()).hexdigest()
+        if fp == self.fingerprint:
+            return False
+        if not self.ready:
+            self._prepare()
+        t0 = time.perf_counter()
+        payload = render_full(services, slices, self.config, self.node.name, [self.node.ip], labels,
+                              existing_nat_chains=netfilter.nat_chains(self.node.netns))
+        netfilter.restore(self.node.netns, payload)
+        new_svcs = build_service_map(services)
+        new_eps = build_endpoints_map(slices, self.node.name)
+        for args in stale_filters(self.services, self.endpoints, new_svcs, new_eps):
+            netfilter.conntrack_delete(self.node.netns, args)
+        self.services, self.endpoints = new_svcs, new_eps
+        self._health_ports(labels)
+        self.fingerprint = fp
+        self.last_sync = time.time()
+        self.last_duration = time.perf_counter() - t0
+        return True
+
+    # ---- health checks ---------------------------------------------------------------------
+    def _health_ports(self, labels: dict) -> None:
+        want: dict[int, tuple[str, str, int]] = {}
+        for name, svc in self.services.items():
+            port = getattr(svc, "health_check_node_port", 0)
+            if not port:
+                continue
+            eps = self.endpoints.get(name, [])
+            local = categorize_endpoints(eps, svc, self.node.name, labels).local
+            n = len({e.ip for e in local if e.ready})
+            ns, nm = name.namespace, name.name
+            prev = want.get(port)
+            want[port] = (ns, nm, max(n, prev[2]) if prev else n)
+        self.health = want
+        loop = asyncio.get_event_loop()
+        for port in [p for p in self.servers if p not in want]:
+            self.servers.pop(port).close()
+        for port in want:
+            if port not in self.servers and loop.is_running():
+                loop.create_task(self._serve(port))
+        if 10256 not in self.servers and loop.is_running():
+            loop.create_task(self._serve(10256))
+
+    async def _serve(self, port: int) -> None:
+        self.servers[port] = None  # type: ignore[assignment]  # claimed while starting
+        with entered(self.node.netns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            s.close()
+            self.servers.pop(port, None)
+            return
+        s.listen(128)
+        s.setblocking(False)
+        self.servers[port] = await asyncio.start_server(lambda r, w: self._answer(port, r, w), sock=s)
+
+    async def _answer(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Upstream's answers: the service health server (200 with the local endpoint count, or 503)
+        and kube-proxy's own /healthz on 10256."""
+        try:
+            line = await asyncio.wait_for(reader.readline(), 2)
+            while (await asyncio.wait_for(reader.readline(), 2)) not in (b"\r\n", b"\n", b""):
+                pass
+            path = line.split()[1].decode() if len(line.split()) > 1 else "/"
+            if port == 10256:
+                body = json.dumps({"lastUpdated": _ts(self.last_sync), "currentTime": _ts(time.time()),
+                                   "nodeName": self.node.name, "nodeHealthy": True, "nodeEligible": True})
+                code, extra = (200, "") if path in ("/healthz", "/livez") else (404, "")
+            else:
+                ns, name, n = self.health.get(port, ("", "", 0))
+                body = json.dumps({"service": {"namespace": ns, "name": name}, "localEndpoints": n,
+                                   "serviceProxyHealthy": True})
+                code, extra = (200 if n > 0 else 503), f"X-Load-Balancing-Endpoint-Weight: {n}\r\n"
+            reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found"}[code]
+            writer.write((f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+                          f"X-Content-Type-Options: nosniff\r\n{extra}Content-Length: {len(body)}\r\n"
+                          f"Connection: close\r\n\r\n{body}").encode())
+            await writer.drain()
+        except (OSError, TimeoutError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+
+def _ts(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else ""
