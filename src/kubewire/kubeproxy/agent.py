@@ -14,7 +14,7 @@ from kubewire.controllers.types import Snapshot
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import entered
 from kubewire.kubeproxy.conntrack import stale_filters
-from kubewire.proxy.iptables.render import jump_rules, render_full
+from kubewire.proxy.iptables.render import jump_rules, node_params, plan_full
 from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
 from kubewire.proxy.topology import categorize_endpoints
 
@@ -24,6 +24,9 @@ class ProxyAgent:
         self.node = node
         self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
         self.fingerprint = ""
+        self.active_chains: set[str] = set()
+        self.labels: dict = {}
+        self.last_kind = ""
         self.services: dict = {}
         self.endpoints: dict = {}
         self.ready = False
@@ -54,11 +57,18 @@ class ProxyAgent:
         if not self.ready:
             self._prepare()
         t0 = time.perf_counter()
-        payload = render_full(services, slices, self.config, self.node.name, [self.node.ip], labels,
-                              existing_nat_chains=netfilter.nat_chains(self.node.netns))
-        netfilter.restore(self.node.netns, payload)
         new_svcs = build_service_map(services)
-        new_eps = build_endpoints_map(slices, self.node.name)
+        new_eps = build_endpoints_map(slices, self.node.name, "IPv4", self.config.prefer_same_traffic_distribution)
+        full = not self.active_chains or labels != self.labels
+        changed = None if full else {k for k in set(new_svcs) | set(self.services)
+                                     if new_svcs.get(k) != self.services.get(k) or new_eps.get(k) != self.endpoints.get(k)}
+        params = node_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", ())
+        existing = netfilter.nat_chains(self.node.netns) if full else self.active_chains
+        payload = plan_full(new_svcs, new_eps, params, existing, changed)
+        netfilter.restore(self.node.netns, payload.text())
+        self.active_chains = set(payload.active_nat_chains)
+        self.labels = labels
+        self.last_kind = "full" if full else f"partial ({len(changed or ())} service ports)"
         for args in stale_filters(self.services, self.endpoints, new_svcs, new_eps):
             netfilter.conntrack_delete(self.node.netns, args)
         self.services, self.endpoints = new_svcs, new_eps

@@ -641,9 +641,14 @@ def plan_full(
     endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
     params: NodeParams,
     existing_nat_chains: Iterable[str] = (),
+    changed: set[ServicePortName] | None = None,
 ) -> Payload:
     """A full sync from already-built maps. `existing_nat_chains` (from iptables-save) lets the
-    payload delete service chains that are no longer used, as upstream does."""
+    payload delete service chains that are no longer used, as upstream does.
+
+    With `changed` (a partial sync, as upstream since 1.26): the chains of service ports not in it
+    are left out, since `iptables-restore --noflush` leaves unmentioned chains alone; KUBE-SERVICES,
+    KUBE-NODEPORTS and the filter table are still written whole."""
     mark = params.masquerade_mark
     filter_chains = [
         chain_line(c)
@@ -687,8 +692,9 @@ def plan_full(
         svc_rules = plan_service_port(service_map[key], endpoints_map.get(key, ()), params, large)
         filter_rules.extend(svc_rules.filter_rules)
         nat_rules.extend(svc_rules.nat_rules)
-        nat_chains.extend(svc_rules.nat_chains)
-        nat_rules.extend(svc_rules.nat_chain_rules)
+        if changed is None or key in changed:
+            nat_chains.extend(svc_rules.nat_chains)
+            nat_rules.extend(svc_rules.nat_chain_rules)
         active.update(svc_rules.active_nat_chains)
 
     for chain in sorted(set(existing_nat_chains) - active):
