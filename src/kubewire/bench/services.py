@@ -1,0 +1,178 @@
+"""`kubewire bench services`: what a Service costs a new connection, and what a sync costs, as the
+number of Services grows — iptables mode, measured on one node of a real cluster.
+
+The probed Service is real (its endpoint is an echo pod on another node) and sorts last, so every
+new connection walks past all the others in KUBE-SERVICES. The other Services are synthetic (5
+endpoints each on addresses nothing answers), rendered by the same planner as kube-proxy's and
+loaded into the client's node with iptables-restore. The control loop is paused meanwhile, so its
+own kube-proxy does not rewrite the table under the measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kubewire.api.loader import Document
+from kubewire.cluster.config import ClusterConfig, NodeConfig
+from kubewire.daemon import lifecycle
+from kubewire.kernel import netfilter
+from kubewire.kernel.nsswitch import write_sysctls
+from kubewire.kernel.run import run
+from kubewire.proxy.iptables.render import node_params, plan_full
+from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
+from kubewire.store.apply import apply_documents
+
+PROBE = Path(__file__).with_name("latency_probe.py")
+UPSTREAM_P50_MS = {5000: 0.049, 10000: 0.063, 30000: 0.274}  # published iptables first-packet p50
+
+
+@dataclass
+class Row:
+    services: int
+    render_full_s: float
+    restore_full_s: float
+    render_partial_s: float
+    restore_partial_s: float
+    nat_rules: int
+    vip_connect_p50_us: float
+    vip_connect_p90_us: float
+    vip_connect_p99_us: float
+    vip_first_byte_p50_us: float
+    vip_first_byte_p99_us: float
+    direct_connect_p50_us: float
+    direct_connect_p90_us: float
+    direct_connect_p99_us: float
+    direct_first_byte_p50_us: float
+    direct_first_byte_p99_us: float
+    overhead_connect_p50_us: float
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(p / 100 * len(xs)))], 1) if xs else 0.0
+
+
+def filler(n: int) -> tuple[list[dict], list[dict]]:
+    """n synthetic Services (one TCP port) with 5 endpoints each, named to sort before the probe."""
+    svcs, slices = [], []
+    for i in range(n):
+        ip = f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}"
+        name = f"svc-{i:05d}"
+        svcs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"},
+                     "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                              "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
+        eps = [{"addresses": [f"172.{16 + (i * 5 + k) // 65536}.{(i * 5 + k) // 256 % 256}.{(i * 5 + k) % 256}"],
+                "conditions": {"ready": True, "serving": True, "terminating": False}} for k in range(5)]
+        slices.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                       "metadata": {"name": f"{name}-x", "namespace": "bench",
+                                    "labels": {"kubernetes.io/service-name": name}},
+                       "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+    return svcs, slices
+
+
+MANIFESTS = """
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  nodeName: NODE1
+  containers: [{name: c, image: agnhost, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: zzzz, labels: {app: server}}
+spec:
+  nodeName: NODE2
+  containers: [{name: s, image: agnhost, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: zzzz-probe, namespace: zzzz}
+spec:
+  selector: {app: server}
+  ports: [{port: 8080, targetPort: 8080}]
+"""
+
+
+def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN001
+    import yaml
+
+    name = f"kwbs{int(time.time()) % 100000}"
+    cfg = ClusterConfig(name=name, nodes=[NodeConfig(f"{name}-a", "zone-a", "bench"),
+                                          NodeConfig(f"{name}-b", "zone-a", "bench")])
+    rows: list[Row] = []
+    try:
+        h = lifecycle.up(cfg)
+        text = MANIFESTS.replace("NODE1", cfg.nodes[0].name).replace("NODE2", cfg.nodes[1].name)
+        ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
+        docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]
+        apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            pods = h.store.list("Pod")
+            slices = h.store.list("EndpointSlice")
+            if len(pods) == 2 and all(p.get("status", {}).get("podIP") and any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+                    for p in pods) and any(s.get("endpoints") for s in slices):
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # the loop's kube-proxy writes the probe Service's rules
+        lifecycle.stop_daemon(h)  # pause the control loop: our tables stay as we load them
+        client = h.store.get("Pod", "default", "client")
+        server = h.store.get("Pod", "zzzz", "server")
+        probe_svc = h.store.get("Service", "zzzz", "zzzz-probe")
+        probe_slices = h.store.list("EndpointSlice", "zzzz")
+        if not any(s.get("endpoints") for s in probe_slices):
+            raise RuntimeError("the probe Service has no endpoints: the server pod did not become ready")
+        rec = h.store.runtime_get(f"pod/{cfg.nodes[0].name}/{client['metadata']['uid']}")
+        client_pid = rec["containers"]["c"]["pid"]
+        client_ns = rec["netns"]
+        write_sysctls(client_ns, {"net/ipv4/ip_local_port_range": "10000 65000", "net/ipv4/tcp_tw_reuse": "1"})
+        node = h.topo.nodes[0]
+        kp = KubeProxyConfig(cluster_cidr=cfg.pod_subnet)
+        params = node_params(kp, node.name, [node.ip], {}, "IPv4", ())
+        vip = f"{probe_svc['spec']['clusterIP']}:8080"
+        direct = f"{server['status']['podIP']}:8080"
+        for n in counts:
+            log(f"  {n} Services: render, load, probe ...")
+            fs, fsl = filler(n - 1)
+            svcs, slcs = fs + [probe_svc], fsl + probe_slices
+            t0 = time.perf_counter()
+            smap, emap = build_service_map(svcs), build_endpoints_map(slcs, node.name)
+            payload = plan_full(smap, emap, params, netfilter.nat_chains(node.netns))
+            text_ = payload.text()
+            t1 = time.perf_counter()
+            netfilter.restore(node.netns, text_)
+            t2 = time.perf_counter()
+            nat_rules = sum(1 for line in text_.splitlines() if line.startswith("-A"))
+            # one endpoint changes in one Service: a partial sync
+            changed_key = next(k for k in sorted(smap, key=str) if emap.get(k))
+            emap2 = dict(emap)
+            if len(emap[changed_key]) > 1:  # the probe alone (1 Service): rewrite its chains unchanged
+                emap2[changed_key] = emap[changed_key][:-1]
+            t3 = time.perf_counter()
+            partial = plan_full(smap, emap2, params, payload.active_nat_chains, {changed_key}).text()
+            t4 = time.perf_counter()
+            netfilter.restore(node.netns, partial)
+            t5 = time.perf_counter()
+            res = run(["nsenter", "-t", str(client_pid), "-n", "--", sys.executable, str(PROBE), str(samples), vip, direct],
+                      timeout=600)
+            data = json.loads(res.stdout)["samples"]
+            v, d = data[vip], data[direct]
+            rows.append(Row(
+                n, round(t1 - t0, 3), round(t2 - t1, 3), round(t4 - t3, 3), round(t5 - t4, 3), nat_rules,
+                pct(v["connect"], 50), pct(v["connect"], 90), pct(v["connect"], 99),
+                pct(v["first_byte"], 50), pct(v["first_byte"], 99),
+                pct(d["connect"], 50), pct(d["connect"], 90), pct(d["connect"], 99),
+                pct(d["first_byte"], 50), pct(d["first_byte"], 99),
+                round(statistics.median(v["connect"]) - statistics.median(d["connect"]), 1),
+            ))
+    finally:
+        lifecycle.down(name)
+    return {"mode": "iptables", "samples": samples, "rows": [asdict(r) for r in rows],
+            "upstream_iptables_first_packet_p50_ms": UPSTREAM_P50_MS}
