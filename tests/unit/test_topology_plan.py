@@ -48,6 +48,7 @@ def test_cluster_plan_exact_batches() -> None:
     assert cloudlb.lines[-1] == "route add 172.18.0.0/16 via 172.18.255.2"
     assert not any("10.244" in line or "10.96" in line for line in cloudlb.lines)
     assert plan.batches[5] == Batch("kw-demo-internet", ("link set lo up", "addr add 198.51.100.10/24 dev eth0",
+                                                         "addr add 198.51.100.53/24 dev eth0",
                                                          "link set eth0 up", "route add default via 198.51.100.1"))
     assert plan.sysctls["kw-demo-node-a"]["net/bridge/bridge-nf-call-iptables"] == "1"
     assert plan.sysctls["kw-demo-node-a"]["net/ipv4/ip_forward"] == "1"
@@ -91,3 +92,15 @@ def test_names_fit_kernel_limits() -> None:
     assert len(pod_veth(uid)) <= 15 and pod_veth(uid).startswith("veth")
     assert pod_netns("kubewire", uid) == "kw-kubewire-pod-0f8fad5b-d9cb"
     assert mac_for("10.244.0.1") == "0a:58:0a:f4:00:01"
+
+
+def test_internet_hosts_and_node_masquerade() -> None:
+    plan = plan_cluster(two_node_topology(), ("198.51.100.20",))
+    internet = next(b for b in plan.batches if b.netns == "kw-demo-internet")
+    assert "addr add 198.51.100.20/24 dev eth0" in internet.lines
+    payload = plan.iptables["kw-demo-node-a"]
+    assert payload.startswith("*nat\n:IP-MASQ-AGENT - [0:0]\n")
+    # private destinations keep the pod's address; the rest is masqueraded, last
+    assert payload.index("-d 10.0.0.0/8") < payload.index("-j MASQUERADE")
+    assert payload.rstrip().endswith("-j MASQUERADE\nCOMMIT")
+    assert set(plan.iptables) == {"kw-demo-node-a", "kw-demo-node-b"}

@@ -32,6 +32,20 @@ class NodeConfig:
 
 
 @dataclass
+class ExternalHost:
+    """A server on the internet side (e.g. api.stripe.com): an echo server at `address` on `ports`,
+    named by the public DNS."""
+
+    name: str
+    address: str
+    ports: list[int] = field(default_factory=lambda: [80])
+
+
+def default_external_hosts() -> list[ExternalHost]:
+    return [ExternalHost("api.stripe.com", "198.51.100.20", [80])]
+
+
+@dataclass
 class ClusterConfig:
     name: str = "kubewire"
     nodes: list[NodeConfig] = field(default_factory=list)
@@ -43,6 +57,9 @@ class ClusterConfig:
     proxy_mode: str = "iptables"
     routing: str = "direct"
     restart_backoff_seconds: float = 10.0
+    external_hosts: list[ExternalHost] = field(default_factory=default_external_hosts)
+    node_local_dns: bool = False
+    dns_ttl: int = 5
 
     @property
     def zones(self) -> list[str]:
@@ -87,7 +104,7 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
         fail("apiVersion", f'Unsupported value: "{doc.get("apiVersion")}": supported values: "{API_VERSION}"')
     if doc.get("kind") != "Cluster":
         fail("kind", f'Unsupported value: "{doc.get("kind")}": supported values: "Cluster"')
-    known = {"apiVersion", "kind", "name", "nodes", "networking", "kubelet"}
+    known = {"apiVersion", "kind", "name", "nodes", "networking", "kubelet", "dns", "externalHosts"}
     for k in doc:
         if k not in known:
             fail(k, "unknown field")
@@ -107,6 +124,20 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
             fail(f"networking.{k}", "unknown field")
         else:
             setattr(cfg, net_fields[k], str(v))
+    dns = doc.get("dns") or {}
+    for k in dns:
+        if k not in ("nodeLocalDNSCache", "ttl"):
+            fail(f"dns.{k}", "unknown field")
+    cfg.node_local_dns = bool(dns.get("nodeLocalDNSCache", False))
+    cfg.dns_ttl = int(dns.get("ttl", 5))
+    if "externalHosts" in doc:
+        cfg.external_hosts = []
+        for i, e in enumerate(doc.get("externalHosts") or []):
+            if not isinstance(e, dict) or not e.get("name") or not e.get("address"):
+                fail(f"externalHosts[{i}]", "Required value: name and address")
+                continue
+            cfg.external_hosts.append(ExternalHost(str(e["name"]).lower().rstrip("."), str(e["address"]),
+                                                   [int(p) for p in e.get("ports") or [80]]))
     kubelet = doc.get("kubelet") or {}
     if "restartBackoffSeconds" in kubelet:
         cfg.restart_backoff_seconds = float(kubelet["restartBackoffSeconds"])
@@ -171,6 +202,13 @@ def validated(cfg: ClusterConfig, source: str) -> ClusterConfig:
         seen.add(n.name)
         if not 1 <= n.pods <= 250:
             errs.append(FieldError(f"nodes[{i}].allocatable.pods", f"Invalid value: {n.pods}: must be between 1 and 250 (a /24 per node)"))
+    public = ipaddress.IPv4Network(cfg.public_subnet) if not errs else None
+    for i, e in enumerate(cfg.external_hosts):
+        try:
+            if public is not None and ipaddress.IPv4Address(e.address) not in public:
+                errs.append(FieldError(f"externalHosts[{i}].address", f'Invalid value: "{e.address}": must be inside networking.publicSubnet {cfg.public_subnet}'))
+        except ValueError:
+            errs.append(FieldError(f"externalHosts[{i}].address", f'Invalid value: "{e.address}": must be an IPv4 address'))
     if len(cfg.zones) > 250:
         errs.append(FieldError("nodes", "Too many zones"))
     if errs:
@@ -194,6 +232,8 @@ def to_doc(cfg: ClusterConfig) -> dict:
             "routing": cfg.routing,
         },
         "kubelet": {"restartBackoffSeconds": cfg.restart_backoff_seconds},
+        "dns": {"nodeLocalDNSCache": cfg.node_local_dns, "ttl": cfg.dns_ttl},
+        "externalHosts": [{"name": e.name, "address": e.address, "ports": e.ports} for e in cfg.external_hosts],
         "nodes": [
             {"name": n.name, "zone": n.zone, "region": n.region, "labels": n.labels,
              "allocatable": {"cpu": n.cpu, "pods": n.pods}}

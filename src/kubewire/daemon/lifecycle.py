@@ -10,15 +10,18 @@ import json
 import os
 import shutil
 import signal
+import string
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from kubewire.api.loader import Document, load_text
 from kubewire.cluster.addressing import Topology, netns_prefix, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config, to_doc  # noqa: F401 - re-exported
 from kubewire.controllers.types import Op
 from kubewire.kernel import ip as kip
-from kubewire.kernel import nsswitch
+from kubewire.kernel import netfilter, nsswitch
 from kubewire.kernel import process as kproc
 from kubewire.kernel.run import popen
 from kubewire.store.db import Store, now_rfc3339
@@ -60,8 +63,8 @@ def list_clusters() -> list[str]:
         return []
 
 
-def build_topology(topo: Topology) -> None:
-    plan = plan_cluster(topo)
+def build_topology(topo: Topology, external_addresses: tuple[str, ...] = ()) -> None:
+    plan = plan_cluster(topo, external_addresses)
     present = set(kip.list_netns(netns_prefix(topo.cluster)))
     if all(ns in present for ns in plan.namespaces):
         return
@@ -71,6 +74,8 @@ def build_topology(topo: Topology) -> None:
         kip.batch(b.lines, b.netns)
     for ns, values in plan.sysctls.items():
         nsswitch.write_sysctls(ns, values)
+    for ns, payload in plan.iptables.items():
+        netfilter.restore(ns, payload)
 
 
 def node_object(topo: Topology, cfg: ClusterConfig, i: int) -> dict:
@@ -145,7 +150,7 @@ def start_daemon(h: Handle) -> int:
     return p.pid
 
 
-def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str) -> int:
+def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str, env: dict[str, str] | None = None) -> int:
     """A long-lived process in a non-pod namespace (the internet client): its mount namespace
     carries that host's own /etc/resolv.conf, so tools run beside it resolve as that host does."""
     key = f"host/{name}"
@@ -161,11 +166,64 @@ def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str) 
     with open(f"{d}/hostname", "w") as f:
         f.write(name + "\n")
     pid = kproc.spawn(kproc.ContainerSpec(
-        netns=netns, hostname=name, log_path=f"{d}/output.log", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        netns=netns, hostname=name[:63], log_path=f"{d}/output.log",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
         files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
         argv=argv))
     h.store.runtime_put({key: {"pid": pid, "ticks": kproc.start_ticks(pid), "netns": netns}})
     return pid
+
+
+ADDONS = Path(__file__).resolve().parent.parent / "manifests" / "addons"
+
+
+def addon_documents(h: Handle) -> list[Document]:
+    """The add-ons every cluster runs (cluster DNS), with this cluster's addresses filled in."""
+    import ipaddress
+
+    values = {"DNS_IP": str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10),
+              "PYTHON": sys.executable, "DNS_DIR": f"{h.dir}/dns", "UPSTREAM": h.topo.internet_dns_ip}
+    docs: list[Document] = []
+    for path in sorted(ADDONS.glob("*.yaml")):
+        text = string.Template(path.read_text()).safe_substitute(values)
+        docs += load_text(text, str(path))
+    return docs
+
+
+def apply_addons(h: Handle) -> None:
+    from kubewire.store.apply import apply_documents
+
+    apply_documents(h.store, addon_documents(h), service_cidr=h.cfg.service_subnet)
+
+
+def start_internet(h: Handle) -> None:
+    """The internet side: a client, the public resolver (names outside the cluster, later Ingress
+    hosts and load balancers) and the external servers the Cluster config declares."""
+    resolv = f"nameserver {h.topo.internet_dns_ip}\n"
+    ensure_host(h, "internet-client", h.topo.internet_ns, ["sleep", "infinity"], resolv)
+    os.makedirs(f"{h.dir}/dns", exist_ok=True)
+    write_internet_zone(h, {})
+    ensure_host(h, "internet-dns", h.topo.internet_ns,
+                [sys.executable, "-m", "kubewire.dns.server", "--listen", f"{h.topo.internet_dns_ip}:53",
+                 "--zone-file", f"{h.dir}/dns/internet-zone.json", "--log-file", f"{h.dir}/dns/internet-queries.jsonl"],
+                resolv)
+    for e in h.cfg.external_hosts:
+        argv = [sys.executable, "-m", "kubewire.workload.echo", "--host", e.address]
+        for p in e.ports:
+            argv += ["--port", f"{p}/TCP"]
+        ensure_host(h, f"external-{e.name}", h.topo.internet_ns, argv, resolv,
+                    env={"POD_NAME": e.name, "POD_NAMESPACE": "internet", "NODE_NAME": "internet", "POD_IP": e.address})
+
+
+def write_internet_zone(h: Handle, extra: dict[str, list[str]]) -> None:
+    """The public zone: external hosts, plus what the north-south path adds (Ingress hosts, LBs)."""
+    zone: dict[str, list[str]] = {e.name: [e.address] for e in h.cfg.external_hosts}
+    for name, ips in extra.items():
+        zone.setdefault(name, []).extend(ips)
+    tmp = f"{h.dir}/dns/internet-zone.json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(zone, f, indent=1, sort_keys=True)
+    os.replace(tmp, f"{h.dir}/dns/internet-zone.json")
 
 
 def host_pid(h: Handle, name: str) -> int | None:
@@ -186,10 +244,10 @@ def up(cfg: ClusterConfig) -> Handle:
             json.dump(to_doc(cfg), f, indent=2)
         os.replace(f"{d}/cluster.json.tmp", f"{d}/cluster.json")
         h = open_cluster(cfg.name)
-    build_topology(h.topo)
+    build_topology(h.topo, tuple(e.address for e in h.cfg.external_hosts))
     seed_objects(h)
-    ensure_host(h, "internet-client", h.topo.internet_ns, ["sleep", "infinity"],
-                f"nameserver {h.topo.internet_dns_ip}\n")
+    start_internet(h)
+    apply_addons(h)
     start_daemon(h)
     return h
 

@@ -22,6 +22,7 @@ from kubewire.cluster.addressing import plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
+from kubewire.daemon.dnsfeed import RecordsFeed
 from kubewire.kernel import ip as kip
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
 from kubewire.kubelet.files import NodeDNS
@@ -81,6 +82,7 @@ class Daemon:
             a.wake = self.event.set
             self.agents.append(a)
         self.proxies = [ProxyAgent(n, self.cfg.pod_subnet) for n in self.topo.nodes]
+        self.dns = RecordsFeed(f"{self.dir}/dns/records.json", self.cfg.dns_domain, self.cfg.dns_ttl)
         self._remove_stray_pod_namespaces(cluster)
 
     def _remove_stray_pod_namespaces(self, cluster: str) -> None:
@@ -110,6 +112,7 @@ class Daemon:
                     break
                 self.store.write(ops)
                 snap = self.store.snapshot()
+        self.dns.sync(snap)
         for p in self.proxies:
             try:
                 p.sync(snap)

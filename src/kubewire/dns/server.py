@@ -92,6 +92,7 @@ class QueryLog:
         self._types: dict[int, str] = {}
         self._rcodes: dict[int, str] = {}
         self._flags: dict[int, str] = {}
+        self.pods_by_ip: dict[str, str] = {}  # client address -> "ns/pod", so the log names the asker
 
     def record(self, client: Any, q: Query, proto: str, reply: bytes, duration: float, cache_hit: bool) -> None:
         qtype = self._types.get(q.qtype)
@@ -117,7 +118,8 @@ class QueryLog:
                 f"{_seconds(duration)}\n")
         if self.json is not None:
             self.json.write(json.dumps({
-                "ts": round(time.time(), 6), "client": remote, "id": int.from_bytes(q.id, "big"),
+                "ts": round(time.time(), 6), "client": remote, "client_pod": self.pods_by_ip.get(host, ""),
+                "id": int.from_bytes(q.id, "big"),
                 "name": name, "type": qtype, "proto": proto, "rcode": rcode,
                 "duration_ms": round(duration * 1000, 3), "cache_hit": cache_hit, "size": len(reply),
             }) + "\n")
@@ -480,9 +482,25 @@ async def _watch(server: DNSServer, path: str, kind: str, seen: tuple[int, int, 
             continue
         try:
             server.update(_load(path, kind))
+            _map_clients(server, path, kind)
             seen = sig
         except (OSError, ValueError, TypeError, KeyError) as exc:
             print(f"[ERROR] reloading {path}: {exc!r}", file=sys.stderr)
+
+
+def _map_clients(server: DNSServer, path: str, kind: str) -> None:
+    """Pod addresses from the records file, so each logged query names the pod that asked."""
+    if kind != "records" or server.log is None:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return
+    server.log.pods_by_ip = {
+        p["status"]["podIP"]: f'{p["metadata"].get("namespace", "")}/{p["metadata"]["name"]}'
+        for p in doc.get("pods") or [] if (p.get("status") or {}).get("podIP")
+    }
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -505,6 +523,8 @@ async def _run(args: argparse.Namespace) -> None:
     log = QueryLog(None if args.quiet else sys.stdout, json_stream)
     server = DNSServer(records, args.upstream or (), cache=args.cache, force_tcp=args.force_tcp,
                        timeout=args.timeout, log=log)
+    if path:
+        _map_clients(server, path, kind)
     host, port = parse_hostport(args.listen)
     await server.start(host, port)
     print(f"[INFO] kubewire dns listening on {args.listen} (udp, tcp)", file=sys.stderr, flush=True)

@@ -54,6 +54,15 @@ def container_ports(c: dict) -> list[tuple[int, str]]:
     return ports or [(8080, "TCP")]
 
 
+_VAR = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """kubelet's $(VAR) expansion of command and args: a defined variable is replaced, an unknown
+    reference stays as written, and $$ is a literal $."""
+    return _VAR.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
+
+
 def command_of(c: dict) -> list[str] | None:
     """A container whose command exists on this machine runs it; any other image is the echo server."""
     cmd = [str(x) for x in (c.get("command") or [])]
@@ -247,6 +256,8 @@ class NodeAgent:
             c.state, c.reason, c.message = "waiting", "CreateContainerConfigError", str(e)
             return
         argv = command_of(spec)
+        if argv is not None:
+            argv = [expand(a, env) for a in argv]
         if argv is None:
             env = {**env, "POD_NAME": env.get("POD_NAME", rt.name), "POD_NAMESPACE": env.get("POD_NAMESPACE", rt.namespace),
                    "NODE_NAME": env.get("NODE_NAME", self.node.name), "POD_IP": env.get("POD_IP", rt.ip),

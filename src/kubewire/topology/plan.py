@@ -23,6 +23,7 @@ class Plan:
     namespaces: list[str] = field(default_factory=list)
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # netns -> key -> value
     batches: list[Batch] = field(default_factory=list)
+    iptables: dict[str, str] = field(default_factory=dict)  # netns -> iptables-restore payload
 
 
 ROUTER_SYSCTLS = {
@@ -50,7 +51,7 @@ def prefixlen(cidr: str) -> str:
     return cidr.split("/")[1]
 
 
-def plan_cluster(t: Topology) -> Plan:
+def plan_cluster(t: Topology, external_addresses: tuple[str, ...] = ()) -> Plan:
     """Everything below pods: fabric, node namespaces and their bridges, cloud-lb, internet."""
     plan = Plan()
     plan.namespaces = [t.fabric_ns, t.cloudlb_ns, t.internet_ns, *(n.netns for n in t.nodes)]
@@ -99,10 +100,35 @@ def plan_cluster(t: Topology) -> Plan:
     plan.batches.append(Batch(t.internet_ns, (
         "link set lo up",
         f"addr add {t.internet_ip}/{prefixlen(t.public_cidr)} dev eth0",
+        # the public resolver and the external hosts (api.stripe.com, ...) live here too
+        *(f"addr add {a}/{prefixlen(t.public_cidr)} dev eth0" for a in (t.internet_dns_ip, *external_addresses)),
         "link set eth0 up",
         f"route add default via {t.cloudlb_public_ip}",
     )))
+    for n in t.nodes:
+        plan.iptables[n.netns] = masquerade_payload()
     return plan
+
+
+NON_MASQUERADE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def masquerade_payload() -> str:
+    """What ip-masq-agent (kind, GKE) writes on a node: traffic to private ranges keeps the pod's
+    address; anything else (the internet) leaves SNATed to the node, since nothing outside routes
+    pod addresses back."""
+    c = "ip-masq-agent"
+    lines = [
+        "*nat",
+        ":IP-MASQ-AGENT - [0:0]",
+        f'-A POSTROUTING -m comment --comment "{c}: ensure nat POSTROUTING directs all non-LOCAL destination '
+        f'traffic to our custom IP-MASQ-AGENT chain" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT',
+        *(f'-A IP-MASQ-AGENT -d {cidr} -m comment --comment "{c}: local traffic is not subject to MASQUERADE" -j RETURN'
+          for cidr in NON_MASQUERADE),
+        f'-A IP-MASQ-AGENT -m comment --comment "{c}: outbound traffic is subject to MASQUERADE (must be last in chain)" -j MASQUERADE',
+        "COMMIT",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def node_subnet_of(t: Topology) -> str:
