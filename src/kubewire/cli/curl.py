@@ -17,7 +17,7 @@ from kubewire.daemon import lifecycle
 from kubewire.kernel.run import run
 
 
-def _where(h: lifecycle.Handle, from_: str | None) -> int:
+def where(h: lifecycle.Handle, from_: str | None) -> int:
     if from_ is None or from_ in ("internet", "internet-client"):
         pid = lifecycle.host_pid(h, "internet-client")
         if pid is None:
@@ -33,7 +33,7 @@ def _where(h: lifecycle.Handle, from_: str | None) -> int:
 def run_curl(url: str, from_: str | None, headers: list[str], method: str | None, data: str | None, insecure: bool,
              http2: bool, include: bool, max_time: float, output: str | None) -> None:
     h = handle()
-    pid = _where(h, from_)
+    pid = where(h, from_)
     tmp = f"{h.dir}/tmp"
     os.makedirs(tmp, exist_ok=True)
     tag = uuid.uuid4().hex[:12]

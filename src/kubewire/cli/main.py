@@ -172,6 +172,29 @@ def curl(
 
 
 @app.command()
+def dig(
+    name: str = typer.Argument(...),
+    qtype: str = typer.Argument("A"),
+    from_: str | None = typer.Option(None, "--from", help="NS/POD to ask from (default: the internet client)."),
+    short: bool = typer.Option(False, "--short"),
+) -> None:
+    """A DNS query as that pod would make it: its resolv.conf, its search list, its nameserver."""
+    from kubewire.cli.curl import where
+    from kubewire.cli.objects import handle
+    from kubewire.kernel.run import run
+
+    need_root()
+    pid = where(handle(), from_)
+    argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", "dig", "+search", name, qtype]
+    if short:
+        argv.append("+short")
+    r = run(argv, check=False, timeout=30)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    sys.exit(r.code)
+
+
+@app.command()
 def rules(node: str = typer.Option(..., "--node", help="Node name."),
           table: str | None = typer.Option(None, "-t", "--table")) -> None:
     """What is live in a node's netfilter (iptables-save of its namespace)."""

@@ -13,6 +13,7 @@ from kubewire.api.loader import load_paths
 from kubewire.cli.context import err_console, fail
 from kubewire.cluster.config import load_config
 from kubewire.daemon import lifecycle
+from kubewire.kernel.run import CommandError
 from kubewire.store.apply import apply_documents
 
 
@@ -58,6 +59,8 @@ def run_up(name: str, config: str | None, files: list[str], proxy_mode: str | No
             h = lifecycle.up(cfg)
         except lifecycle.ClusterError as e:
             fail(str(e))
+        except CommandError as e:
+            fail(f"building the cluster failed: {e} (run `kubewire doctor`; `kubewire down --name {name}` removes what was built)")
         progress.update(t, description=f'cluster "{name}": {len(h.topo.nodes)} nodes in {len(h.topo.zones)} zones')
         if docs:
             try:

@@ -63,8 +63,8 @@ def list_clusters() -> list[str]:
         return []
 
 
-def build_topology(topo: Topology, external_addresses: tuple[str, ...] = ()) -> None:
-    plan = plan_cluster(topo, external_addresses)
+def build_topology(topo: Topology, external_addresses: tuple[str, ...] = (), node_local_dns: bool = False) -> None:
+    plan = plan_cluster(topo, external_addresses, node_local_dns)
     present = set(kip.list_netns(netns_prefix(topo.cluster)))
     if all(ns in present for ns in plan.namespaces):
         return
@@ -196,6 +196,21 @@ def apply_addons(h: Handle) -> None:
     apply_documents(h.store, addon_documents(h), service_cidr=h.cfg.service_subnet)
 
 
+def start_node_local_dns(h: Handle) -> None:
+    """NodeLocal DNSCache on every node (a hostNetwork DaemonSet upstream): a caching resolver on
+    169.254.20.10 that forwards misses to cluster DNS over TCP."""
+    import ipaddress
+
+    from kubewire.topology.plan import NODE_LOCAL_DNS_IP
+
+    dns_ip = str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10)
+    for n in h.topo.nodes:
+        ensure_host(h, f"node-local-dns-{n.name}", n.netns,
+                    [sys.executable, "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
+                     "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl"],
+                    f"nameserver {dns_ip}\n")
+
+
 def start_internet(h: Handle) -> None:
     """The internet side: a client, the public resolver (names outside the cluster, later Ingress
     hosts and load balancers) and the external servers the Cluster config declares."""
@@ -244,10 +259,12 @@ def up(cfg: ClusterConfig) -> Handle:
             json.dump(to_doc(cfg), f, indent=2)
         os.replace(f"{d}/cluster.json.tmp", f"{d}/cluster.json")
         h = open_cluster(cfg.name)
-    build_topology(h.topo, tuple(e.address for e in h.cfg.external_hosts))
+    build_topology(h.topo, tuple(e.address for e in h.cfg.external_hosts), h.cfg.node_local_dns)
     seed_objects(h)
     start_internet(h)
     apply_addons(h)
+    if h.cfg.node_local_dns:
+        start_node_local_dns(h)
     start_daemon(h)
     return h
 

@@ -28,6 +28,7 @@ from kubewire.kubelet.agent import AgentConfig, NodeAgent
 from kubewire.kubelet.files import NodeDNS
 from kubewire.kubeproxy.agent import ProxyAgent
 from kubewire.store.db import Store
+from kubewire.topology.plan import NODE_LOCAL_DNS_IP
 from kubewire.workload import echo  # imported before any fork: its pages are shared by every container
 
 RESYNC = 1.0
@@ -72,7 +73,7 @@ class Daemon:
         self.rng = random.Random()
         self.event = asyncio.Event()
         self.stopping = False
-        dns = cluster_dns_ip(self.cfg)
+        dns = NODE_LOCAL_DNS_IP if self.cfg.node_local_dns else cluster_dns_ip(self.cfg)
         self.agents = []
         for n in self.topo.nodes:
             acfg = AgentConfig(cluster=cluster, state_dir=self.dir, domain=self.cfg.dns_domain, cluster_dns=[dns],

@@ -51,7 +51,10 @@ def prefixlen(cidr: str) -> str:
     return cidr.split("/")[1]
 
 
-def plan_cluster(t: Topology, external_addresses: tuple[str, ...] = ()) -> Plan:
+NODE_LOCAL_DNS_IP = "169.254.20.10"
+
+
+def plan_cluster(t: Topology, external_addresses: tuple[str, ...] = (), node_local_dns: bool = False) -> Plan:
     """Everything below pods: fabric, node namespaces and their bridges, cloud-lb, internet."""
     plan = Plan()
     plan.namespaces = [t.fabric_ns, t.cloudlb_ns, t.internet_ns, *(n.netns for n in t.nodes)]
@@ -84,7 +87,12 @@ def plan_cluster(t: Topology, external_addresses: tuple[str, ...] = ()) -> Plan:
     plan.batches.append(Batch(t.fabric_ns, tuple(fabric)))
 
     for n in t.nodes:
-        plan.batches.append(Batch(n.netns, tuple(node_lines(t, n))))
+        lines = node_lines(t, n)
+        if node_local_dns:
+            # upstream puts it on a dummy interface; this kernel has no dummy driver, and lo gives
+            # the same local delivery
+            lines.append(f"addr add {NODE_LOCAL_DNS_IP}/32 dev lo")
+        plan.batches.append(Batch(n.netns, tuple(lines)))
 
     node_supernet = node_subnet_of(t)
     plan.batches.append(Batch(t.cloudlb_ns, (
@@ -106,8 +114,20 @@ def plan_cluster(t: Topology, external_addresses: tuple[str, ...] = ()) -> Plan:
         f"route add default via {t.cloudlb_public_ip}",
     )))
     for n in t.nodes:
-        plan.iptables[n.netns] = masquerade_payload()
+        plan.iptables[n.netns] = masquerade_payload() + (node_local_dns_payload() if node_local_dns else "")
     return plan
+
+
+def node_local_dns_payload() -> str:
+    """NodeLocal DNSCache's rules: its traffic skips conntrack (no DNAT, no table entries, none of
+    the conntrack races behind the 5-second DNS timeouts) and is accepted."""
+    ip, c = NODE_LOCAL_DNS_IP, '-m comment --comment "NodeLocal DNS Cache: skip conntrack"'
+    raw = [f"-A {chain} {d} {ip} -p {proto} -m {proto} {port} 53 {c} -j NOTRACK"
+           for chain, d, port in (("PREROUTING", "-d", "--dport"), ("OUTPUT", "-s", "--sport"), ("OUTPUT", "-d", "--dport"))
+           for proto in ("udp", "tcp")]
+    flt = [f"-A {chain} {d} {ip} -p {proto} -m {proto} {port} 53 -j ACCEPT"
+           for chain, d, port in (("INPUT", "-d", "--dport"), ("OUTPUT", "-s", "--sport")) for proto in ("udp", "tcp")]
+    return "\n".join(["*raw", *raw, "COMMIT", "*filter", *flt, "COMMIT"]) + "\n"
 
 
 NON_MASQUERADE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
