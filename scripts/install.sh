@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(iproute2 iptables nftables conntrack nfacct curl dnsutils util-linux procps iputils-ping nginx-light iperf3 python3 python3-venv)
+PKGS=(iproute2 iptables nftables conntrack nfacct curl dnsutils util-linux procps iputils-ping nginx-light iperf3 dnsperf unbound wrk python3 python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
