@@ -13,6 +13,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # unbound is a benchmark reference started by kubewire in its own namespaces, never a system service
+  if command -v systemctl >/dev/null && systemctl is-active --quiet unbound 2>/dev/null; then
+    systemctl disable --now unbound >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
