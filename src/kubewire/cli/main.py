@@ -219,11 +219,14 @@ def doctor() -> None:
 
 
 def _mount_subapps() -> None:
-    try:
-        from kubewire.cli.proxy_cmd import proxy_app
+    from kubewire.cli.proxy_cmd import proxy_app
+
+    app.add_typer(proxy_app, name="proxy")
+    try:  # NetworkPolicy commands: `kubewire probe`, `kubewire policy explain`
+        from kubewire.cli import policy_cmd
     except ImportError:
         return
-    app.add_typer(proxy_app, name="proxy")
+    policy_cmd.register(app)
 
 
 _mount_subapps()

@@ -45,6 +45,15 @@ def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:
     return lambda: echo.run(ports)
 
 
+def policy_agents(nodes: tuple) -> list:  # noqa: ANN001
+    """NetworkPolicy enforcement, one agent per node (kubewire.netpol), when that package is present."""
+    try:
+        from kubewire.netpol.agent import PolicyAgent
+    except ImportError:
+        return []
+    return [PolicyAgent(n) for n in nodes]
+
+
 def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
     from kubewire.controllers.deployment import reconcile_deployments
     from kubewire.controllers.endpointslice import reconcile_endpointslices
@@ -83,6 +92,7 @@ class Daemon:
             a.wake = self.event.set
             self.agents.append(a)
         self.proxies = [ProxyAgent(n, self.cfg.pod_subnet) for n in self.topo.nodes]
+        self.policies = policy_agents(self.topo.nodes)
         self.dns = RecordsFeed(f"{self.dir}/dns/records.json", self.cfg.dns_domain, self.cfg.dns_ttl)
         self._remove_stray_pod_namespaces(cluster)
 
@@ -114,6 +124,11 @@ class Daemon:
                 self.store.write(ops)
                 snap = self.store.snapshot()
         self.dns.sync(snap)
+        for pa in self.policies:
+            try:
+                pa.sync(snap)
+            except Exception as e:  # noqa: BLE001 - one node's failure must not stop the others
+                print(f"{time.strftime('%H:%M:%S')} policy {pa.node.name}: {e}", file=sys.stderr, flush=True)
         for p in self.proxies:
             try:
                 p.sync(snap)

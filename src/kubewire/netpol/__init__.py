@@ -1,0 +1,1 @@
+"""NetworkPolicy enforcement: one agent per node applying the policy planner's rules."""

@@ -1,0 +1,1 @@
+"""NetworkPolicy planners: pure, from policies, pods and namespaces to the exact rules."""
