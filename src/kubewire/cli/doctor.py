@@ -26,8 +26,7 @@ def _probe_kernel() -> list[tuple[str, bool, str]]:
     try:
         out.append(("network namespaces", True, ""))
         for what, line in (("veth", "link add kwd0 type veth peer name kwd1"), ("bridge", "link add kwdbr type bridge"),
-                           ("vxlan", "link add kwdvx type vxlan id 42 dstport 4789 local 127.0.0.1"),
-                           ("dummy", "link add kwddm type dummy")):
+                           ("vxlan", "link add kwdvx type vxlan id 42 dstport 4789 local 127.0.0.1")):
             try:
                 kip.batch([line], ns)
                 out.append((what, True, ""))

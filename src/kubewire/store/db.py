@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from kubewire.api.validation import apply_defaults
 from kubewire.controllers.types import Key, Op, Snapshot, key_of
 
 SCHEMA = """
@@ -126,7 +127,8 @@ class Store:
         if op.verb == "create":
             if self._get_in(db, key_of(obj)) is not None:
                 return None  # level-triggered controllers may race with themselves; first write wins
-            new = json.loads(json.dumps(obj))
+            # what the API server does to every object it creates, controllers' pods included
+            new = apply_defaults(obj, namespace=meta.get("namespace") or "default")
             stamp_new(new)
             self._put(db, new, rv)
             return new
