@@ -362,3 +362,31 @@ def test_controller_sigkill_then_up_converges(tmp_path: Path) -> None:
     finally:
         c.kw("down")
     assert c.netns() == []
+
+
+def test_cli_label_describe_logs_curl_and_doctor(shared_cluster: Cluster) -> None:
+    c = shared_cluster
+    c.apply(deployment("cli"))
+    p = c.ready_pods("default", "app=cli", 1)[0]
+    name = p["metadata"]["name"]
+    assert c.kw("label", "pod", name, "tier=edge").stdout.strip() == f"pod/{name} labeled"
+    assert [x["metadata"]["name"] for x in c.pods("default", "tier=edge")] == [name]
+    assert c.kw("label", "pod", name, "tier=core", check=False).returncode != 0  # --overwrite needed
+    c.kw("label", "pod", name, "tier-")
+    assert c.pods("default", "tier=edge") == []
+    d = c.kw("describe", "pod", name).stdout
+    assert f"IP:             {p['status']['podIP']}" in d and "Controlled By:  ReplicaSet/" in d
+    wide = c.kw("get", "pods", "-o", "wide").stdout
+    assert p["status"]["podIP"] in wide and p["spec"]["nodeName"] in wide
+    # a request from another pod, over HTTP/2 (h2c), with method, body and header, and timings
+    other = c.pods("default", "app=spread")[0]["metadata"]["name"] if c.pods("default", "app=spread") else name
+    r = json.loads(c.kw("curl", f"http://{p['status']['podIP']}:8080/api", "--from", f"default/{other}", "--http2",
+                        "-X", "PUT", "-d", "payload", "-H", "X-Trace: abc", "-o", "json").stdout)
+    assert r["status"] == 200 and r["httpVersion"] == "2"
+    assert (r["body"]["method"], r["body"]["body"], r["body"]["headers"]["x-trace"]) == ("PUT", "payload", "abc")
+    assert r["timings"]["total"] > 0
+    logs = c.kw("logs", name).stdout
+    assert "PUT /api" in logs  # the echo server's access log, via `kubewire logs`
+    assert c.kw("logs", "deploy/cli").stdout == logs
+    doc = c.kw("doctor", check=False)
+    assert "[ok] network namespaces" in doc.stdout and "SCTP" in doc.stdout
