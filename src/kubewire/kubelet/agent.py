@@ -112,7 +112,7 @@ class NodeAgent:
         self.store.runtime_put(items)
 
     def known_netns(self) -> set[str]:
-        return {rt.netns for rt in self.pods.values()}
+        return {rt.netns for rt in self.pods.values() if rt.veth}
 
     # ---- the loop step ---------------------------------------------------------------------
     def sync(self, snap: Snapshot) -> list[Op]:
@@ -178,7 +178,7 @@ class NodeAgent:
     # ---- creating pods ---------------------------------------------------------------------
     def _free_ips(self, n: int) -> list[str]:
         net = ipaddress.IPv4Network(self.node.pod_cidr)
-        used = {rt.ip for rt in self.pods.values()} | {self.node.bridge_ip}
+        used = {rt.ip for rt in self.pods.values() if rt.veth} | {self.node.bridge_ip}
         out = []
         for host in net.hosts():
             s = str(host)
@@ -189,6 +189,26 @@ class NodeAgent:
         return out
 
     def _create(self, pods: list[dict], snap: Snapshot) -> set[str]:
+        host = [p for p in pods if p["spec"].get("hostNetwork")]
+        done = {self._create_host_network(p) for p in host}
+        pods = [p for p in pods if not p["spec"].get("hostNetwork")]
+        if not pods:
+            return done
+        return done | self._create_wired(pods, snap)
+
+    def _create_host_network(self, pod: dict) -> str:
+        """hostNetwork: the pod shares its node's network namespace and address; nothing to wire."""
+        uid = pod["metadata"]["uid"]
+        rt = PodRT(uid=uid, namespace=pod["metadata"].get("namespace", "default"), name=pod["metadata"]["name"],
+                   node=self.node.name, netns=self.node.netns, ip=self.node.ip, veth="", wired=True,
+                   start_time=now_rfc3339())
+        for c in pod["spec"].get("containers", []):
+            rt.containers[c["name"]] = ContainerRT(name=c["name"])
+        self.pods[uid] = rt
+        self._write_files(rt, pod)
+        return uid
+
+    def _create_wired(self, pods: list[dict], snap: Snapshot) -> set[str]:
         ips = self._free_ips(len(pods))
         pods = pods[: len(ips)]
         rts = []
@@ -244,6 +264,7 @@ class NodeAgent:
         return f"{d}/{c.restarts}.log"
 
     def _teardown(self, rts: list[PodRT], rewire: bool = False) -> None:
+        rts = [r for r in rts if r.veth]  # hostNetwork pods own no namespace: never delete the node's
         existing = set(kip.list_netns(f"kw-{self.cfg.cluster}-pod-"))
         for b in plan_delete(self.node, [PodWiring(r.netns, r.veth, r.ip) for r in rts], existing, rewire):
             kip.batch(b.lines, b.netns, force=True)
@@ -264,7 +285,8 @@ class NodeAgent:
                    "KUBEWIRE_ZONE": self.cfg.zone}
         d = self._pod_dir(rt)
         spec_ = kproc.ContainerSpec(
-            netns=rt.netns, hostname=pod["spec"].get("hostname") or rt.name, log_path=self.log_path(rt, c), env=env,
+            netns=rt.netns, hostname=self.node.name if not rt.veth else (pod["spec"].get("hostname") or rt.name),
+            log_path=self.log_path(rt, c), env=env,
             files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
             argv=argv, target=None if argv else self.workload(container_ports(spec)),
             workdir=spec.get("workingDir") or "/",
