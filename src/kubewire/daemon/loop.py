@@ -16,9 +16,10 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 
-from kubewire.cluster.addressing import plan_topology, state_dir
+from kubewire.cluster.addressing import Topology, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
@@ -52,6 +53,25 @@ def policy_agents(nodes: tuple) -> list:  # noqa: ANN001
     except ImportError:
         return []
     return [PolicyAgent(n) for n in nodes]
+
+
+@dataclass
+class EdgeContext:
+    """What the north-south agents (cloud load balancer, ingress controller) get from the loop."""
+
+    cfg: ClusterConfig
+    topo: Topology
+    state_dir: str
+
+
+def edge_agents(ctx: EdgeContext) -> list:
+    """The north-south path (kubewire.northsouth), when that package is present: objects with
+    `sync(snap) -> list[Op]` (status writes such as LoadBalancer ingress IPs)."""
+    try:
+        from kubewire.northsouth.plugin import make
+    except ImportError:
+        return []
+    return make(ctx)
 
 
 def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
@@ -93,6 +113,7 @@ class Daemon:
             self.agents.append(a)
         self.proxies = [ProxyAgent(n, self.cfg.pod_subnet) for n in self.topo.nodes]
         self.policies = policy_agents(self.topo.nodes)
+        self.edge = edge_agents(EdgeContext(self.cfg, self.topo, self.dir))
         self.dns = RecordsFeed(f"{self.dir}/dns/records.json", self.cfg.dns_domain, self.cfg.dns_ttl)
         self._remove_stray_pod_namespaces(cluster)
 
@@ -124,6 +145,15 @@ class Daemon:
                 self.store.write(ops)
                 snap = self.store.snapshot()
         self.dns.sync(snap)
+        edge_ops: list[Op] = []
+        for ea in self.edge:
+            try:
+                edge_ops += ea.sync(snap)
+            except Exception as e:  # noqa: BLE001
+                print(f"{time.strftime('%H:%M:%S')} {type(ea).__name__}: {e}", file=sys.stderr, flush=True)
+        if edge_ops:
+            self.store.write(edge_ops)
+            snap = self.store.snapshot()
         for pa in self.policies:
             try:
                 pa.sync(snap)

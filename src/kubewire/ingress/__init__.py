@@ -1,0 +1,1 @@
+"""Ingress planners: pure, from Ingress/Service/EndpointSlice/Secret objects to nginx.conf and load balancer rules."""
