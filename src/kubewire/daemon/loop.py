@@ -16,8 +16,8 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kubewire.cluster.addressing import Topology, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
