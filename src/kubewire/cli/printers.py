@@ -131,6 +131,20 @@ def _slice_endpoints(s: dict) -> str:
     return shown + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
 
 
+def _ingress_hosts(o: dict) -> str:
+    hosts = [r.get("host") for r in o.get("spec", {}).get("rules") or [] if r.get("host")]
+    return ",".join(hosts) or "*"
+
+
+def _ingress_address(o: dict) -> str:
+    ing = o.get("status", {}).get("loadBalancer", {}).get("ingress") or []
+    return ",".join(i.get("ip") or i.get("hostname", "") for i in ing)
+
+
+def _ingress_ports(o: dict) -> str:
+    return "80, 443" if o.get("spec", {}).get("tls") else "80"
+
+
 Column = tuple[str, Callable[[dict], str]]
 
 COLUMNS: dict[str, list[Column]] = {
@@ -161,6 +175,17 @@ COLUMNS: dict[str, list[Column]] = {
     "Service": [("NAME", lambda o: o["metadata"]["name"]), ("TYPE", lambda o: o["spec"].get("type", "ClusterIP")),
                 ("CLUSTER-IP", lambda o: o["spec"].get("clusterIP") or "<none>"), ("EXTERNAL-IP", _external_ip),
                 ("PORT(S)", _ports), ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
+    "NetworkPolicy": [("NAME", lambda o: o["metadata"]["name"]),
+                      ("POD-SELECTOR", lambda o: _selector(o.get("spec", {}).get("podSelector")) if (o.get("spec", {}).get("podSelector") or {}) else "<none>"),
+                      ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
+    "Ingress": [("NAME", lambda o: o["metadata"]["name"]),
+                ("CLASS", lambda o: o.get("spec", {}).get("ingressClassName") or "<none>"),
+                ("HOSTS", _ingress_hosts), ("ADDRESS", _ingress_address), ("PORTS", _ingress_ports),
+                ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
+    "IngressClass": [("NAME", lambda o: o["metadata"]["name"]),
+                     ("CONTROLLER", lambda o: o.get("spec", {}).get("controller", "")),
+                     ("PARAMETERS", lambda o: "<none>"),
+                     ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
     "EndpointSlice": [("NAME", lambda o: o["metadata"]["name"]), ("ADDRESSTYPE", lambda o: o.get("addressType", "")),
                       ("PORTS", lambda o: ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>"),
                       ("ENDPOINTS", _slice_endpoints), ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
