@@ -130,8 +130,7 @@ class ProxyAgent:
                 code, extra = (200, "") if path in ("/healthz", "/livez") else (404, "")
             else:
                 ns, name, n = self.health.get(port, ("", "", 0))
-                body = json.dumps({"service": {"namespace": ns, "name": name}, "localEndpoints": n,
-                                   "serviceProxyHealthy": True})
+                body = _health_body(ns, name, n)
                 code, extra = (200 if n > 0 else 503), f"X-Load-Balancing-Endpoint-Weight: {n}\r\n"
             reason = {200: "OK", 503: "Service Unavailable", 404: "Not Found"}[code]
             writer.write((f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
@@ -142,6 +141,12 @@ class ProxyAgent:
             pass
         finally:
             writer.close()
+
+
+def _health_body(namespace: str, name: str, local: int) -> str:
+    """The service health server's body, as upstream's (a dedented, tab-indented template)."""
+    return (f'{{\n\t"service": {{\n\t\t"namespace": {json.dumps(namespace)},\n\t\t"name": {json.dumps(name)}\n\t}},\n'
+            f'\t"localEndpoints": {local},\n\t"serviceProxyHealthy": true\n}}')
 
 
 def _ts(t: float) -> str:
