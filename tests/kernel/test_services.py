@@ -517,8 +517,6 @@ spec:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="kubelet marks a terminating pod's containers not ready at once, so its "
-                   "endpoint is never 'serving' (upstream keeps probing readiness during termination)")
 def test_terminating_endpoints_serve_when_no_endpoint_is_ready(env: Env) -> None:
     c = env.c
     c.apply(LINGERING + service("lingering", "tier: lingering"))

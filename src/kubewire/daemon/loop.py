@@ -132,6 +132,9 @@ class Daemon:
                 break
             self.store.write(ops)
             snap = self.store.snapshot()
+        # kube-proxy first: an endpoint the controllers just marked terminating leaves the rules
+        # before its kubelet sends SIGTERM, as closely as one process can order it
+        self._sync_proxies(snap)
         agent_ops: list[Op] = []
         for a in self.agents:
             agent_ops += a.sync(snap)
@@ -159,6 +162,9 @@ class Daemon:
                 pa.sync(snap)
             except Exception as e:  # noqa: BLE001 - one node's failure must not stop the others
                 print(f"{time.strftime('%H:%M:%S')} policy {pa.node.name}: {e}", file=sys.stderr, flush=True)
+        self._sync_proxies(snap)
+
+    def _sync_proxies(self, snap: Snapshot) -> None:
         for p in self.proxies:
             try:
                 p.sync(snap)

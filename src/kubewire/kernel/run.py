@@ -20,7 +20,13 @@ class Result:
 
 
 def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: float | None = 60) -> Result:
-    p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        if check:
+            raise CommandError(argv, 124, f"timed out after {timeout}s") from None
+        return Result(124, out, f"timed out after {timeout}s")
     if check and p.returncode != 0:
         raise CommandError(argv, p.returncode, p.stderr)
     return Result(p.returncode, p.stdout, p.stderr)

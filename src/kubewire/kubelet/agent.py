@@ -82,6 +82,8 @@ class NodeAgent:
         self.wake: Callable[[], None] = lambda: None
         self.last_listen_check: dict[tuple[str, str], float] = {}
         self.adopted: list[int] = []
+        self.stopping: dict[str, set[str]] = {}  # uid -> containers already sent SIGTERM
+        self.last_ip: int = 0  # host-local IPAM: hand out addresses round-robin, not lowest-free
         self.exited: set[int] = set()  # PIDs whose pidfd turned readable since the last look
         self.next_visit: dict[str, float] = {}  # uid -> when the pod next needs a look without news
         self.seen_rv: dict[str, str] = {}  # uid -> resourceVersion whose status we last checked
@@ -177,15 +179,17 @@ class NodeAgent:
 
     # ---- creating pods ---------------------------------------------------------------------
     def _free_ips(self, n: int) -> list[str]:
-        net = ipaddress.IPv4Network(self.node.pod_cidr)
+        """Free addresses after the last one handed out, wrapping around (as the host-local IPAM
+        plugin does): a deleted pod's address is not reused at once, so conntrack entries and
+        caches still naming it do not reach a new pod."""
+        hosts = [str(h) for h in ipaddress.IPv4Network(self.node.pod_cidr).hosts()]
         used = {rt.ip for rt in self.pods.values() if rt.veth} | {self.node.bridge_ip}
-        out = []
-        for host in net.hosts():
-            s = str(host)
-            if s not in used:
-                out.append(s)
-                if len(out) == n:
-                    break
+        if not self.last_ip and used - {self.node.bridge_ip}:
+            self.last_ip = max(hosts.index(ip) for ip in used if ip in hosts)
+        order = hosts[self.last_ip + 1:] + hosts[: self.last_ip + 1]
+        out = [ip for ip in order if ip not in used][:n]
+        if out:
+            self.last_ip = hosts.index(out[-1])
         return out
 
     def _create(self, pods: list[dict], snap: Snapshot) -> set[str]:
@@ -449,7 +453,10 @@ class NodeAgent:
 
     # ---- deleting pods ---------------------------------------------------------------------
     def _terminate(self, rt: PodRT, pod: dict, now: float) -> bool:
-        """SIGTERM, then SIGKILL after the grace period; True once every container is gone."""
+        """preStop hooks, then SIGTERM, then SIGKILL once the grace period is over (it covers the
+        hooks too, as upstream's); True once every container is gone. Readiness keeps being
+        reported while the pod terminates (upstream keeps readiness probes running), so
+        EndpointSlices can still show a terminating pod as serving."""
         grace = float(pod["metadata"].get("deletionGracePeriodSeconds", 30))
         running = [c for c in rt.containers.values() if c.state == "running"]
         exits = dict(kproc.reap([c.pid for c in running]))
@@ -457,17 +464,49 @@ class NodeAgent:
             if c.pid in exits:
                 self._exited(rt, c, exits[c.pid])
         running = [c for c in running if c.pid not in exits and kproc.alive(c.pid, c.ticks)]
+        specs = {c["name"]: c for c in pod["spec"].get("containers", [])}
         if rt.terminating_since is None:
             rt.terminating_since = now
-            for c in running:
-                c.ready = False
-                kproc.signal_group(c.pid, c.ticks, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
             self.dirty.add(rt.uid)
-        elif running and not rt.killed and now - rt.terminating_since >= grace:
+            if grace > 0:
+                for c in running:
+                    hook = ((specs.get(c.name) or {}).get("lifecycle") or {}).get("preStop")
+                    if hook:
+                        self._pre_stop(rt, c, specs[c.name], hook)
+        if rt.killed:
+            return not running
+        if now - rt.terminating_since >= grace:
             rt.killed = True
             for c in running:
                 kproc.signal_group(c.pid, c.ticks, signal.SIGKILL)
+            return not running
+        for c in running:
+            if c.name not in self.stopping.get(rt.uid, set()) and (rt.uid, c.name, "preStop") not in self.probing:
+                self.stopping.setdefault(rt.uid, set()).add(c.name)
+                kproc.signal_group(c.pid, c.ticks, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
+        if not running:
+            self.stopping.pop(rt.uid, None)
         return not running
+
+    def _pre_stop(self, rt: PodRT, c: ContainerRT, spec: dict, hook: dict) -> None:
+        """Run a preStop hook (exec, httpGet, sleep) as kubelet does, before the container's SIGTERM."""
+        key = (rt.uid, c.name, "preStop")
+        self.probing.add(key)
+        pid = c.pid
+
+        async def go() -> None:
+            try:
+                if "sleep" in hook:
+                    await asyncio.sleep(float(hook["sleep"].get("seconds", 0)))
+                elif "exec" in hook or "httpGet" in hook:
+                    await self._run_probe(rt, spec, {**hook, "timeoutSeconds": 3600}, pid)
+            except Exception:  # noqa: BLE001 - a failing hook does not stop termination
+                pass
+            finally:
+                self.probing.discard(key)
+                self.wake()
+
+        asyncio.get_running_loop().create_task(go())
 
     def shutdown_all(self) -> None:
         """For `down`: every container killed now, every pod namespace gone."""

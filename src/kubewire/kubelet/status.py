@@ -64,7 +64,7 @@ def pod_status(pod: dict, rt: PodRT, host_ip: str, now: str) -> dict:
     specs = {c["name"]: c for c in spec.get("containers", [])}
     all_ready = bool(rt.containers) and all(c.ready for c in rt.containers.values())
     done = phase in ("Succeeded", "Failed")
-    ready = all_ready and not done and rt.terminating_since is None
+    ready = all_ready and not done
     reason = None if ready else ("PodCompleted" if done else "ContainersNotReady")
     st: dict = {
         "phase": phase,
