@@ -1878,7 +1878,9 @@ def test_cli_render(tmp_path) -> None:
     assert result.stdout == expected and "--random-fully" not in expected and "nfacct" not in expected
 
 
-def test_cli_nftables_not_implemented() -> None:
+def test_cli_other_modes() -> None:
+    # --mode nftables is tested in test_proxy_nftables_render.py; unknown modes are refused.
     result = _cli("render", "--mode", "nftables", "--node", NODE, "-f", "-", input="")
+    assert result.exit_code == 0 and result.stdout.startswith("add table ip kube-proxy")
+    result = _cli("render", "--mode", "ipvs", "--node", NODE, "-f", "-", input="")
     assert result.exit_code == 2
-    assert "not implemented yet" in result.output

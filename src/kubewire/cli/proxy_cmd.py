@@ -16,14 +16,16 @@ import typer
 import yaml
 
 from kubewire.proxy.iptables import render_full
-from kubewire.proxy.model import KubeProxyConfig
+from kubewire.proxy.model import KubeProxyConfig, parse_cidr_sloppy
+from kubewire.proxy.nftables import render_full as render_nftables
+from kubewire.proxy.nftables import service_cidrs_from_objects
 
 proxy_app = typer.Typer(
     help="kube-proxy planners: show the exact rules kube-proxy writes for given manifests.",
     no_args_is_help=True,
 )
 
-_KINDS = ("Service", "EndpointSlice", "KubeProxyConfiguration")
+_KINDS = ("Service", "EndpointSlice", "KubeProxyConfiguration", "ServiceCIDR")
 _SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -62,7 +64,8 @@ def _documents(name: str, text: str) -> Iterator[dict[str, Any]]:
 
 
 def load_objects(specs: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every Service, EndpointSlice and KubeProxyConfiguration document, by kind; others dropped."""
+    """Every Service, EndpointSlice, KubeProxyConfiguration and ServiceCIDR document, by kind;
+    others dropped."""
     found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _KINDS}
     for spec in specs:
         for name, text in _sources(spec):
@@ -108,13 +111,21 @@ def render(
         [], "--pod-cidr", help="The node's pod CIDRs (detectLocalMode NodeCIDR)."
     ),
     ip_family: str = typer.Option("IPv4", "--ip-family", help="IPv4 (iptables) or IPv6 (ip6tables)."),
+    service_cidrs: list[str] = typer.Option(
+        [],
+        "--service-cidr",
+        help="nftables: a service CIDR (repeatable; added to the spec.cidrs of ServiceCIDR objects in the input).",
+    ),
 ) -> None:
-    """Print the iptables-restore payload kube-proxy writes for a full sync on NODE."""
-    if mode == "nftables":
-        typer.echo("nftables mode: not implemented yet", err=True)
-        raise typer.Exit(2)
-    if mode != "iptables":
+    """Print what kube-proxy writes for a full sync on NODE: the iptables-restore payload, or with
+    --mode nftables the `nft -f` input."""
+    if mode not in ("iptables", "nftables"):
         raise _die(f"unknown --mode {mode!r} (iptables | nftables)", 2)
+    if service_cidrs and mode != "nftables":
+        raise _die("--service-cidr applies to --mode nftables only", 2)
+    for cidr in service_cidrs:
+        if parse_cidr_sloppy(cidr) is None:
+            raise _die(f"--service-cidr: not a CIDR: {cidr!r}", 2)
     if ip_family not in ("IPv4", "IPv6"):
         raise _die(f"unknown --ip-family {ip_family!r} (IPv4 | IPv6)", 2)
 
@@ -140,6 +151,23 @@ def render(
         overrides["nfacct_localhost_nodeports"] = nfacct
     if overrides:
         config = dataclasses.replace(config, **overrides)
+
+    if mode == "nftables":
+        cidrs = list(service_cidrs) + service_cidrs_from_objects(objects["ServiceCIDR"])
+        text = render_nftables(
+            objects["Service"],
+            objects["EndpointSlice"],
+            config,
+            node,
+            list(node_ips),
+            _labels(node_labels),
+            ip_family=ip_family,  # type: ignore[arg-type]
+            service_cidrs=cidrs,
+            node_pod_cidrs=list(pod_cidrs),
+        )
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
 
     payload = render_full(
         objects["Service"],

@@ -47,6 +47,9 @@ def run_up(name: str, config: str | None, files: list[str], proxy_mode: str | No
         if proxy_mode:
             cfg.proxy_mode = proxy_mode
             cfg = lifecycle.parse_config(lifecycle.to_doc(cfg), name)
+        if cfg.proxy_mode == "ebpf":
+            fail("--proxy-mode ebpf is not implemented yet (iptables and nftables are); see `kubewire doctor` for "
+                 "what this kernel supports")
         paths = files or ([str(demo_dir)] if demo else [])
         docs = load_paths(paths, sys.stdin) if paths else []
     except ManifestError as e:

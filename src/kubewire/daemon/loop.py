@@ -46,6 +46,15 @@ def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:
     return lambda: echo.run(ports)
 
 
+def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
+    """One kube-proxy per node in the cluster's mode (never two: each would DNAT)."""
+    if cfg.proxy_mode == "nftables":
+        from kubewire.kubeproxy.nftables import NftProxyAgent
+
+        return [NftProxyAgent(n, cfg.pod_subnet, cfg.service_subnet) for n in topo.nodes]
+    return [ProxyAgent(n, cfg.pod_subnet) for n in topo.nodes]
+
+
 def policy_agents(nodes: tuple) -> list:  # noqa: ANN001
     """NetworkPolicy enforcement, one agent per node (kubewire.netpol), when that package is present."""
     try:
@@ -111,7 +120,7 @@ class Daemon:
             a = NodeAgent(self.store, acfg, n, workload_factory)
             a.wake = self.event.set
             self.agents.append(a)
-        self.proxies = [ProxyAgent(n, self.cfg.pod_subnet) for n in self.topo.nodes]
+        self.proxies = proxy_agents(self.cfg, self.topo)
         self.policies = policy_agents(self.topo.nodes)
         self.edge = edge_agents(EdgeContext(self.cfg, self.topo, self.dir))
         self.dns = RecordsFeed(f"{self.dir}/dns/records.json", self.cfg.dns_domain, self.cfg.dns_ttl)

@@ -72,6 +72,27 @@ def parse_ip_sloppy(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6A
     return addr
 
 
+def _canonical_ipv4(text: str) -> bool:
+    """Whether text is already a canonical dotted quad (the common case, checked cheaply)."""
+    parts = text.split(".")
+    if len(parts) != 4:
+        return False
+    for part in parts:
+        if not (0 < len(part) <= 3 and part.isascii() and part.isdigit()):
+            return False
+        if (len(part) > 1 and part[0] == "0") or (len(part) == 3 and part > "255"):
+            return False
+    return True
+
+
+def canonical_ip(text: str | None) -> str | None:
+    """str(parse_ip_sloppy(text)), without building an address object when text is canonical."""
+    if isinstance(text, str) and ":" not in text and _canonical_ipv4(text):
+        return text
+    ip = parse_ip_sloppy(text)
+    return str(ip) if ip is not None else None
+
+
 def parse_cidr_sloppy(text: str | None) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
     """Parse a CIDR as net.ParseCIDR does (host bits masked off, leading zeros allowed)."""
     if not isinstance(text, str) or "/" not in text:
@@ -242,9 +263,8 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
     cluster_ip_text = _cluster_ip_by_family(spec, ip_family)
     if not cluster_ip_text:
         return []
-    cluster_ip = parse_ip_sloppy(cluster_ip_text)
     # An unparsable clusterIP is printed by Go as "<nil>"; we keep the text so the breakage shows.
-    cluster_ip_str = str(cluster_ip) if cluster_ip is not None else "<nil>"
+    cluster_ip_str = canonical_ip(cluster_ip_text) or "<nil>"
 
     spec_external_ips = tuple(ip for ip in _as_list(spec.get("externalIPs")) if isinstance(ip, str))
     external_ips: list[str] = []
@@ -368,7 +388,7 @@ def _endpoint_from(
     addresses = _as_list(raw.get("addresses"))
     if not addresses:
         return None
-    ip = parse_ip_sloppy(addresses[0])
+    ip = canonical_ip(addresses[0])
     if ip is None:
         # Upstream would DNAT to "<nil>" and fail the whole restore; skipping keeps the node usable.
         return None
