@@ -23,5 +23,14 @@ node=$($KW get pod "$gw" -n production -o json | .venv/bin/python -c 'import jso
 echo "# the rules kube-proxy wrote on $node for payment-service:"
 $KW rules --node "$node" -t nat | grep 'payment-service' || true
 echo
+echo "# the seed's north-south path, its manifests applied unmodified (plus the policy that admits the ingress pods):"
+echo "#   internet client -> DNS -> cloud LB (203.0.113.x) -> NodePort -> ingress-nginx (TLS) -> payment-service -> pod"
+$KW apply -f src/kubewire/manifests/seed
+for i in $(seq 1 50); do
+  $KW curl https://api.codesprintpro.com/v1/payments -o json --max-time 2 >/tmp/kubewire-demo.json 2>/dev/null && break
+  sleep 0.2
+done
+cat /tmp/kubewire-demo.json
+echo
 echo "Cluster '$KUBEWIRE_CLUSTER' is still up: try '$KW get pods -A -o wide', '$KW exec -n production $gw -- ip route'."
 echo "Remove it with: $KW down"

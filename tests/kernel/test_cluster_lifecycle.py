@@ -40,7 +40,7 @@ def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_p
         netns = c.netns()
         assert f"kw-{c.name}-fabric" in netns and f"kw-{c.name}-internet" in netns
         assert sum(1 for n in netns if "-node-" in n) == 3
-        assert sum(1 for n in netns if "-pod-" in n) == 4 + 2  # the demo, and cluster DNS
+        assert sum(1 for n in netns if "-pod-" in n) == 4 + 2 + 2  # the demo, cluster DNS, ingress-nginx
         procs = [(int(cs["containerID"].split("://")[1]), start_ticks(int(cs["containerID"].split("://")[1])))
                  for p in c.pods("production") for cs in p["status"]["containerStatuses"]]
         assert all(t is not None for _, t in procs)

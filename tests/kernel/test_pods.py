@@ -350,9 +350,9 @@ def test_controller_sigkill_then_up_converges(tmp_path: Path) -> None:
         assert len({p["metadata"]["name"] for p in pods}) == 12
         assert len({p["status"]["podIP"] for p in pods}) == 12
         pod_ns = [n for n in c.netns() if "-pod-" in n]
-        every_pod = c.json("get", "pods", "-A")["items"]  # the cluster DNS pods too
+        every_pod = c.json("get", "pods", "-A")["items"]  # the add-on pods too
         assert sorted(pod_ns) == sorted(f"kw-{c.name}-pod-{p['metadata']['uid'][:13]}" for p in every_pod)
-        assert len(every_pod) == 12 + 2
+        assert len(every_pod) == 12 + 2 + 2  # and the add-ons: cluster DNS, ingress-nginx
         # every pod's echo server answers from its own address
         for p in pods[:4]:
             r = curl_json(c, f"http://{p['status']['podIP']}:8080/", f"default/{pods[-1]['metadata']['name']}")

@@ -53,6 +53,7 @@ class ClusterConfig:
     service_subnet: str = "10.96.0.0/12"
     node_subnet: str = "172.18.0.0/16"
     public_subnet: str = "198.51.100.0/24"
+    load_balancer_pool: str = "203.0.113.0/24"
     dns_domain: str = "cluster.local"
     proxy_mode: str = "iptables"
     routing: str = "direct"
@@ -115,6 +116,7 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
         "serviceSubnet": "service_subnet",
         "nodeSubnet": "node_subnet",
         "publicSubnet": "public_subnet",
+        "loadBalancerPool": "load_balancer_pool",
         "dnsDomain": "dns_domain",
         "kubeProxyMode": "proxy_mode",
         "routing": "routing",
@@ -174,7 +176,8 @@ def validated(cfg: ClusterConfig, source: str) -> ClusterConfig:
     if not DNS_LABEL.match(cfg.name) or len(cfg.name) > 20:
         errs.append(FieldError("name", f'Invalid value: "{cfg.name}": must be a DNS-1123 label of at most 20 characters'))
     for attr, path in (("pod_subnet", "networking.podSubnet"), ("service_subnet", "networking.serviceSubnet"),
-                       ("node_subnet", "networking.nodeSubnet"), ("public_subnet", "networking.publicSubnet")):
+                       ("node_subnet", "networking.nodeSubnet"), ("public_subnet", "networking.publicSubnet"),
+                       ("load_balancer_pool", "networking.loadBalancerPool")):
         try:
             ipaddress.IPv4Network(getattr(cfg, attr))
         except ValueError as e:
@@ -227,6 +230,7 @@ def to_doc(cfg: ClusterConfig) -> dict:
             "serviceSubnet": cfg.service_subnet,
             "nodeSubnet": cfg.node_subnet,
             "publicSubnet": cfg.public_subnet,
+            "loadBalancerPool": cfg.load_balancer_pool,
             "dnsDomain": cfg.dns_domain,
             "kubeProxyMode": cfg.proxy_mode,
             "routing": cfg.routing,

@@ -136,7 +136,7 @@ def start_daemon(h: Handle) -> int:
     pid = daemon_pid(h)
     if pid:
         return pid
-    p = popen([sys.executable, "-m", "kubewire.daemon", "--name", h.cfg.name], stdout_path=f"{h.dir}/daemon.log")
+    p = popen([python(), "-m", "kubewire.daemon", "--name", h.cfg.name], stdout_path=f"{h.dir}/daemon.log")
     ticks = None
     for _ in range(50):
         ticks = kproc.start_ticks(p.pid)
@@ -177,12 +177,19 @@ def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str, 
 ADDONS = Path(__file__).resolve().parent.parent / "manifests" / "addons"
 
 
+def python() -> str:
+    """One spelling of this environment's interpreter, however kubewire was started (python,
+    python3, the console script), so add-on manifests render the same and `up` stays idempotent."""
+    return os.path.join(sys.prefix, "bin", "python3")
+
+
 def addon_documents(h: Handle) -> list[Document]:
     """The add-ons every cluster runs (cluster DNS), with this cluster's addresses filled in."""
     import ipaddress
 
     values = {"DNS_IP": str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10),
-              "PYTHON": sys.executable, "DNS_DIR": f"{h.dir}/dns", "UPSTREAM": h.topo.internet_dns_ip}
+              "PYTHON": python(), "DNS_DIR": f"{h.dir}/dns", "UPSTREAM": h.topo.internet_dns_ip,
+              "STATE_DIR": h.dir}
     docs: list[Document] = []
     for path in sorted(ADDONS.glob("*.yaml")):
         text = string.Template(path.read_text()).safe_substitute(values)
@@ -206,7 +213,7 @@ def start_node_local_dns(h: Handle) -> None:
     dns_ip = str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10)
     for n in h.topo.nodes:
         ensure_host(h, f"node-local-dns-{n.name}", n.netns,
-                    [sys.executable, "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
+                    [python(), "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
                      "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl"],
                     f"nameserver {dns_ip}\n")
 
@@ -219,11 +226,11 @@ def start_internet(h: Handle) -> None:
     os.makedirs(f"{h.dir}/dns", exist_ok=True)
     write_internet_zone(h, {})
     ensure_host(h, "internet-dns", h.topo.internet_ns,
-                [sys.executable, "-m", "kubewire.dns.server", "--listen", f"{h.topo.internet_dns_ip}:53",
+                [python(), "-m", "kubewire.dns.server", "--listen", f"{h.topo.internet_dns_ip}:53",
                  "--zone-file", f"{h.dir}/dns/internet-zone.json", "--log-file", f"{h.dir}/dns/internet-queries.jsonl"],
                 resolv)
     for e in h.cfg.external_hosts:
-        argv = [sys.executable, "-m", "kubewire.workload.echo", "--host", e.address]
+        argv = [python(), "-m", "kubewire.workload.echo", "--host", e.address]
         for p in e.ports:
             argv += ["--port", f"{p}/TCP"]
         ensure_host(h, f"external-{e.name}", h.topo.internet_ns, argv, resolv,

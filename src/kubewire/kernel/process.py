@@ -63,6 +63,9 @@ def _become_container(spec: ContainerSpec) -> None:
     log = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    # nothing of the agent's leaks in: not its listening sockets (a restarted agent must be able to
+    # bind them again), not the store, not other containers' pidfds
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     fd = os.open(f"{NETNS_DIR}/{spec.netns}", os.O_RDONLY)
     ns.setns(fd, ns.CLONE_NEWNET)
     os.close(fd)

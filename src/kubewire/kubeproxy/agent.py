@@ -93,8 +93,10 @@ class ProxyAgent:
             want[port] = (ns, nm, max(n, prev[2]) if prev else n)
         self.health = want
         loop = asyncio.get_event_loop()
-        for port in [p for p in self.servers if p not in want]:
-            self.servers.pop(port).close()
+        for port in [p for p in self.servers if p not in want and p != 10256]:
+            server = self.servers.pop(port)
+            if server is not None:
+                server.close()
         for port in want:
             if port not in self.servers and loop.is_running():
                 loop.create_task(self._serve(port))
