@@ -72,9 +72,10 @@ def _run(label: str, cfg: ClusterConfig, docs: list[Document], timeout: float) -
     t0 = time.perf_counter()
     h = lifecycle.up(cfg)
     apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
-    want = sum(int(d.obj["spec"].get("replicas", 1)) for d in docs if d.obj["kind"] == "Deployment")
     ready = 0
     while time.perf_counter() - t0 < timeout:
+        # every pod of the cluster, the add-ons (cluster DNS, ingress-nginx) included
+        want = sum(int(d["spec"].get("replicas", 1)) for d in h.store.list("Deployment"))
         pods = h.store.list("Pod")
         ready = sum(1 for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
                                            for c in p.get("status", {}).get("conditions", [])))
