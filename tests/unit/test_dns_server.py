@@ -18,6 +18,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from kubewire.dns.cache import DNSCache
@@ -228,7 +229,7 @@ def test_cache_hit_on_second_lookup_and_negative_caching():
                 for _ in range(2):
                     r = await udp(port, query("nope.example"))
                     assert r.rcode() == dns.rcode.NXDOMAIN and len(r.authority) == 1
-                assert nodelocal.stats()["cache"] == {"hits": 2, "misses": 2, "entries": 2}
+                assert nodelocal.stats()["cache"] == {"hits": 2, "misses": 2, "entries": 2, "coalesced": 0}
         assert upstream_log.getvalue().count("API.stripe.com. tcp") == 1
         assert upstream_log.getvalue().count("nope.example. tcp") == 1
         entries = [json.loads(line) for line in json_log.getvalue().splitlines()]
@@ -263,6 +264,66 @@ def test_cache_honours_ttls_and_soa_minimum():
                 now[0] += 2
                 await udp(port, query("b.example"))
                 assert (cache.hits, cache.misses) == (2, 4)  # both expiries are misses
+
+    run(go())
+
+
+def test_concurrent_misses_for_one_name_go_upstream_once():
+    from kubewire.dns.wire import parse_query
+
+    class SlowUpstream:
+        calls = 0
+
+        async def resolve(self, wire: bytes) -> bytes:
+            SlowUpstream.calls += 1
+            await asyncio.sleep(0.05)
+            reply = dns.message.make_response(dns.message.from_wire(wire))
+            reply.answer.append(dns.rrset.from_text(reply.question[0].name, 30, "IN", "A", "192.0.2.9"))
+            return reply.to_wire()
+
+    async def go():
+        cache = DNSCache(SlowUpstream())  # type: ignore[arg-type]
+        wires = [query("Busy.example", id=1000 + i).to_wire() for i in range(20)]
+        replies = await asyncio.gather(*(cache.resolve(w, parse_query(w)) for w in wires))
+        assert SlowUpstream.calls == 1 and cache.coalesced == 19
+        for i, wire in enumerate(replies):
+            m = dns.message.from_wire(wire)
+            assert m.id == 1000 + i and rrs(m) == ["Busy.example. 30 IN A 192.0.2.9"]
+
+    run(go())
+
+
+def test_tcp_connections_to_upstream_are_reused():
+    async def one_shot(reader, writer):  # answers one query, then closes: a connection left idle dies
+        size = int.from_bytes(await reader.readexactly(2), "big")
+        m = dns.message.from_wire(await reader.readexactly(size))
+        reply = dns.message.make_response(m)
+        reply.answer.append(dns.rrset.from_text(m.question[0].name, 30, "IN", "A", "192.0.2.8"))
+        wire = reply.to_wire()
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        await writer.drain()
+        writer.close()
+
+    async def go():
+        async with DNSServer(StaticZone(INTERNET)) as upstream:
+            _, up_port = await upstream.start(HOST, 0)
+            fwd = Forwarder([f"{HOST}:{up_port}"], force_tcp=True)
+            for i in range(5):
+                r = dns.message.from_wire(await fwd.resolve(query("api.stripe.com", id=i).to_wire()))
+                assert r.id == i and rrs(r) == ["api.stripe.com. 300 IN A 198.51.100.7"]
+            assert fwd.tcp_connections == 1, "one connection for five queries in a row"
+            fwd.close()
+        closing = await asyncio.start_server(one_shot, HOST, 0)
+        port = closing.sockets[0].getsockname()[1]
+        fwd = Forwarder([f"{HOST}:{port}"], force_tcp=True)
+        for i in range(3):
+            await asyncio.sleep(0.05)
+            r = dns.message.from_wire(await fwd.resolve(query("x.example", id=100 + i).to_wire()))
+            assert r.id == 100 + i and rrs(r) == ["x.example. 30 IN A 192.0.2.8"]
+        assert fwd.tcp_connections == 3, "a connection the upstream closed is replaced, not an error"
+        fwd.close()
+        closing.close()
+        await closing.wait_closed()
 
     run(go())
 

@@ -13,7 +13,10 @@ from kubewire.controllers.types import Snapshot
 def records_doc(snap: Snapshot, domain: str, ttl: int) -> dict:
     def pod_view(p: dict) -> dict:
         spec = p.get("spec", {})
-        return {"metadata": {"name": p["metadata"]["name"], "namespace": p["metadata"].get("namespace", "")},
+        meta = {"name": p["metadata"]["name"], "namespace": p["metadata"].get("namespace", "")}
+        if p["metadata"].get("deletionTimestamp"):  # `pods verified` stops answering for a terminating pod
+            meta["deletionTimestamp"] = p["metadata"]["deletionTimestamp"]
+        return {"metadata": meta,
                 "spec": {k: spec[k] for k in ("hostname", "subdomain") if k in spec},
                 "status": {"podIP": p.get("status", {}).get("podIP", ""), "phase": p.get("status", {}).get("phase", "")}}
 

@@ -214,7 +214,8 @@ def start_node_local_dns(h: Handle) -> None:
     for n in h.topo.nodes:
         ensure_host(h, f"node-local-dns-{n.name}", n.netns,
                     [python(), "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
-                     "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl"],
+                     "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl",
+                     "--clients-file", f"{h.dir}/dns/records.json"],
                     f"nameserver {dns_ip}\n")
 
 

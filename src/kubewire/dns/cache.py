@@ -4,10 +4,17 @@ Replies are stored as wire bytes with the offsets of their TTL fields, so a hit 
 ID/question patch and a TTL decrement, with no parsing. Positive replies live for their smallest
 record TTL; NXDOMAIN and NODATA for min(SOA TTL, SOA minimum) as RFC 2308 prescribes, and not at
 all without an SOA. Truncated, SERVFAIL and other error replies are never stored.
+
+Concurrent misses for one key are coalesced: the first goes upstream, the others wait for it and
+are answered from what it stored. Without this, every entry's expiry under load sent one upstream
+query per query in flight for that name (measured: 4-6 TCP connections per name to cluster DNS at
+each expiry, and a p99 of 100+ ms on NodeLocal DNSCache).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import Callable
@@ -40,22 +47,25 @@ class DNSCache:
         self.max_negative_ttl = max_negative_ttl
         self.clock = clock
         self._entries: dict[tuple[bytes, int, int, bool], _Entry] = {}
+        self._inflight: dict[tuple[bytes, int, int, bool], asyncio.Future[None]] = {}
         self.hits = 0
         self.misses = 0
+        self.coalesced = 0
 
-    def get(self, q: Query) -> bytes | None:
-        """The cached reply for q, ready to send (its ID, question case, RD/CD and OPT), or None."""
+    def get(self, q: Query, count: bool = True) -> bytes | None:
+        """The cached reply for q, ready to send (its ID, question case, RD/CD and OPT), or None.
+        `count=False` leaves the hit/miss counters alone (a coalesced miss, already counted)."""
         key = (q.key, q.qtype, q.qclass, q.do)
         entry = self._entries.get(key)
         if entry is None:
-            self.misses += 1
+            self.misses += count
             return None
         now = self.clock()
         if now >= entry.expires:
             del self._entries[key]
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         elapsed = int(now - entry.stored)
         buf = bytearray(entry.wire)
         buf[0:2] = q.id
@@ -70,10 +80,27 @@ class DNSCache:
         return bytes(buf)
 
     async def resolve(self, query: bytes, q: Query) -> bytes:
-        """Forward a miss and remember the reply."""
-        reply = await self.forwarder.resolve(query)
-        self.store(q, reply)
-        return reply
+        """Forward a miss and remember the reply; a miss for a key already being resolved waits
+        for that and is answered from the cache (or forwards itself if nothing was stored)."""
+        key = (q.key, q.qtype, q.qclass, q.do)
+        leader = self._inflight.get(key)
+        if leader is not None:
+            self.coalesced += 1
+            with contextlib.suppress(Exception):
+                await asyncio.shield(leader)
+            reply = self.get(q, count=False)
+            if reply is not None:
+                return reply
+            return await self.forwarder.resolve(query)  # not cacheable (SERVFAIL, TC, ...): our own try
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = done
+        try:
+            reply = await self.forwarder.resolve(query)
+            self.store(q, reply)
+            return reply
+        finally:
+            del self._inflight[key]
+            done.set_result(None)
 
     def store(self, q: Query, reply: bytes) -> None:
         try:

@@ -227,7 +227,8 @@ class DNSServer:
                 sock.bind((host, port))
                 sock.setblocking(False)
                 bound = sock.getsockname()[1]
-                self._tcp = await asyncio.start_server(self._serve_tcp, host, bound, reuse_address=True)
+                # backlog as Go listens (somaxconn): NodeLocal caches open bursts of connections at TTL expiry
+                self._tcp = await asyncio.start_server(self._serve_tcp, host, bound, reuse_address=True, backlog=4096)
             except OSError:
                 sock.close()
                 if port:
@@ -283,7 +284,8 @@ class DNSServer:
             "templates": len(self._templates),
         }
         if self.cache is not None:
-            out["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache)}
+            out["cache"] = {"hits": self.cache.hits, "misses": self.cache.misses, "entries": len(self.cache),
+                            "coalesced": self.cache.coalesced}
         return out
 
     # -- the hot path ------------------------------------------------------------------------
@@ -482,15 +484,16 @@ async def _watch(server: DNSServer, path: str, kind: str, seen: tuple[int, int, 
             continue
         try:
             server.update(_load(path, kind))
-            _map_clients(server, path, kind)
+            if kind == "records":
+                _map_clients(server, path)
             seen = sig
         except (OSError, ValueError, TypeError, KeyError) as exc:
             print(f"[ERROR] reloading {path}: {exc!r}", file=sys.stderr)
 
 
-def _map_clients(server: DNSServer, path: str, kind: str) -> None:
-    """Pod addresses from the records file, so each logged query names the pod that asked."""
-    if kind != "records" or server.log is None:
+def _map_clients(server: DNSServer, path: str) -> None:
+    """Pod addresses from a records file, so each logged query names the pod that asked."""
+    if server.log is None:
         return
     try:
         with open(path, encoding="utf-8") as f:
@@ -501,6 +504,17 @@ def _map_clients(server: DNSServer, path: str, kind: str) -> None:
         p["status"]["podIP"]: f'{p["metadata"].get("namespace", "")}/{p["metadata"]["name"]}'
         for p in doc.get("pods") or [] if (p.get("status") or {}).get("podIP")
     }
+
+
+async def _watch_clients(server: DNSServer, path: str, interval: float = 0.5) -> None:
+    """Keep the client-pod names of a records file this server does not answer from (NodeLocal)."""
+    seen = None
+    while True:
+        sig = _signature(path)
+        if sig is not None and sig != seen:
+            _map_clients(server, path)
+            seen = sig
+        await asyncio.sleep(interval)
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -520,11 +534,12 @@ async def _run(args: argparse.Namespace) -> None:
         json_stream = sys.stdout
     elif args.log_file:
         json_stream = open(args.log_file, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
-    log = QueryLog(None if args.quiet else sys.stdout, json_stream)
+    # --quiet without --log-file: no query log at all, not one that formats every query for nobody
+    log = None if args.quiet and json_stream is None else QueryLog(None if args.quiet else sys.stdout, json_stream)
     server = DNSServer(records, args.upstream or (), cache=args.cache, force_tcp=args.force_tcp,
                        timeout=args.timeout, log=log)
-    if path:
-        _map_clients(server, path, kind)
+    if path and kind == "records":
+        _map_clients(server, path)
     host, port = parse_hostport(args.listen)
     await server.start(host, port)
     print(f"[INFO] kubewire dns listening on {args.listen} (udp, tcp)", file=sys.stderr, flush=True)
@@ -532,9 +547,11 @@ async def _run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_watch(server, path, kind, seen)) if path else None
+    watchers = [asyncio.create_task(_watch(server, path, kind, seen))] if path else []
+    if args.clients_file and args.clients_file != path:
+        watchers.append(asyncio.create_task(_watch_clients(server, args.clients_file)))
     await stop.wait()
-    if watcher is not None:
+    for watcher in watchers:
         watcher.cancel()
     await server.stop()
     if json_stream is not None and json_stream is not sys.stdout:
@@ -555,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force-tcp", action="store_true", help="forward over TCP only (NodeLocal DNSCache)")
     parser.add_argument("--timeout", type=float, default=2.0, help="per-upstream timeout in seconds (default 2)")
     parser.add_argument("--log-file", help="append JSON query lines here ('-' for stdout)")
+    parser.add_argument("--clients-file", help="a records file whose pods name the clients in the query log "
+                        "(default: --records-file; for a cache that answers from none)")
     parser.add_argument("--quiet", action="store_true", help="no CoreDNS-style query lines on stdout")
     args = parser.parse_args(argv)
     asyncio.run(_run(args))
