@@ -19,6 +19,7 @@ from kubewire.api.kinds import UnknownKindError, lookup_kind
 from kubewire.api.loader import Document
 from kubewire.api.meta import validate_object_meta, validate_object_meta_update
 from kubewire.api.names import NameRule, name_is_dns1035_label, name_is_dns_label, name_is_dns_subdomain
+from kubewire.api.networkpolicy import validate_networkpolicy
 from kubewire.api.service import validate_endpointslice, validate_service
 from kubewire.api.workloads import validate_deployment, validate_pod, validate_replicaset
 
@@ -34,6 +35,7 @@ VALIDATORS: dict[str, Validator] = {
     "Secret": validate_secret,
     "Service": validate_service,
     "EndpointSlice": validate_endpointslice,
+    "NetworkPolicy": validate_networkpolicy,
 }
 
 # metadata.name rules; kinds not listed use DNS-1123 subdomain, the API's common rule.

@@ -196,7 +196,8 @@ class Daemon:
                     self.step()
                 except Exception as e:  # noqa: BLE001 - the loop must outlive one bad step
                     print(f"{time.strftime('%H:%M:%S')} step failed: {e!r}", file=sys.stderr, flush=True)
-                last_dv, last_sync = self.store.data_version(), now
+                # the version seen before the step: a commit made while it ran gets a step of its own
+                last_dv, last_sync = dv, now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.event.wait(), TICK if dv == last_dv else 0)
 
