@@ -23,7 +23,7 @@ from kubewire.daemon import lifecycle
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import write_sysctls
 from kubewire.kernel.run import run
-from kubewire.proxy.iptables.render import node_params, plan_full
+from kubewire.proxy.iptables.render import node_params, plan_full, replace_tables
 from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
 from kubewire.store.apply import apply_documents
 
@@ -144,10 +144,12 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
             svcs, slcs = fs + [probe_svc], fsl + probe_slices
             t0 = time.perf_counter()
             smap, emap = build_service_map(svcs), build_endpoints_map(slcs, node.name)
-            payload = plan_full(smap, emap, params, netfilter.nat_chains(node.netns))
+            payload = plan_full(smap, emap, params)
             text_ = payload.text()
             t1 = time.perf_counter()
-            netfilter.restore(node.netns, text_)
+            # as the agent does a full sync: one flushing restore, others' rules carried over
+            saved = {t: netfilter.save(node.netns, t) for t in ("filter", "nat")}
+            netfilter.restore(node.netns, replace_tables(saved, payload), noflush=False)
             t2 = time.perf_counter()
             nat_rules = sum(1 for line in text_.splitlines() if line.startswith("-A"))
             # one endpoint changes in one Service: a partial sync

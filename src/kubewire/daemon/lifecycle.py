@@ -308,6 +308,7 @@ def down(name: str) -> list[str]:
             kproc.signal_group(pid, ticks, signal.SIGKILL)
         h.store.close()
     ours = kip.list_netns(netns_prefix(name))
+    kproc.kill_netns_processes([n for n in ours if "-pod-" in n])  # anything no record names
     kip.delete_netns(ours)
     removed += ours
     shutil.rmtree(d, ignore_errors=True)

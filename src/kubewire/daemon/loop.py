@@ -25,6 +25,7 @@ from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.daemon.dnsfeed import RecordsFeed
 from kubewire.kernel import ip as kip
+from kubewire.kernel import process as kproc
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
 from kubewire.kubelet.files import NodeDNS
 from kubewire.kubeproxy.agent import ProxyAgent
@@ -131,6 +132,7 @@ class Daemon:
         for a in self.agents:
             known |= a.known_netns()
         stray = [n for n in kip.list_netns(f"kw-{cluster}-pod-") if n not in known]
+        kproc.kill_netns_processes(stray)
         kip.delete_netns(stray)
 
     def step(self) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from kubewire.kernel.run import in_netns, run
 
 
-def restore(netns: str, payload: str) -> None:
-    """Atomic per table, as kube-proxy applies it."""
-    run(in_netns(netns, ["iptables-restore", "--noflush", "--counters", "-w", "5"]), stdin=payload)
+def restore(netns: str, payload: str, noflush: bool = True, timeout: float = 300) -> None:
+    """Atomic per table, as kube-proxy applies it; without noflush the tables named are replaced."""
+    flags = ["--noflush", "--counters"] if noflush else []
+    run(in_netns(netns, ["iptables-restore", *flags, "-w", "5"]), stdin=payload, timeout=timeout)
 
 
 def save(netns: str, table: str | None = None) -> str:

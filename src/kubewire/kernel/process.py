@@ -8,6 +8,7 @@ lets thousands of built-in echo servers share the interpreter's pages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -146,3 +147,28 @@ def proc_stats(pid: int) -> tuple[int, float]:
         return int(rest[21]) * os.sysconf("SC_PAGE_SIZE"), (int(rest[11]) + int(rest[12])) / tick
     except OSError:
         return 0, 0.0
+
+
+def pids_in_netns(netns: str) -> list[int]:
+    """Every process living in one of our namespaces (by the namespace's inode): a container a
+    crashed agent started but never recorded still belongs to its pod and must end with it."""
+    try:
+        target = os.stat(f"{NETNS_DIR}/{netns}").st_ino
+    except OSError:
+        return []
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                    out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
+def kill_netns_processes(netnses: list[str]) -> None:
+    for name in netnses:
+        for pid in pids_in_netns(name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

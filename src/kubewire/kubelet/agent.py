@@ -270,6 +270,8 @@ class NodeAgent:
     def _teardown(self, rts: list[PodRT], rewire: bool = False) -> None:
         rts = [r for r in rts if r.veth]  # hostNetwork pods own no namespace: never delete the node's
         existing = set(kip.list_netns(f"kw-{self.cfg.cluster}-pod-"))
+        if rewire:  # a half-made pod may hold a container its crashed agent never recorded
+            kproc.kill_netns_processes([r.netns for r in rts if r.netns in existing])
         for b in plan_delete(self.node, [PodWiring(r.netns, r.veth, r.ip) for r in rts], existing, rewire):
             kip.batch(b.lines, b.netns, force=True)
 

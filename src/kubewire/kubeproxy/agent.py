@@ -14,7 +14,7 @@ from kubewire.controllers.types import Snapshot
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import entered
 from kubewire.kubeproxy.conntrack import stale_filters
-from kubewire.proxy.iptables.render import jump_rules, node_params, plan_full
+from kubewire.proxy.iptables.render import jump_rules, node_params, plan_full, replace_tables
 from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
 from kubewire.proxy.topology import categorize_endpoints
 
@@ -63,9 +63,15 @@ class ProxyAgent:
         changed = None if full else {k for k in set(new_svcs) | set(self.services)
                                      if new_svcs.get(k) != self.services.get(k) or new_eps.get(k) != self.endpoints.get(k)}
         params = node_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", ())
-        existing = netfilter.nat_chains(self.node.netns) if full else self.active_chains
-        payload = plan_full(new_svcs, new_eps, params, existing, changed)
-        netfilter.restore(self.node.netns, payload.text())
+        if full:
+            # one flushing restore carrying over what others keep in these tables: --noflush is
+            # super-linear in iptables-nft (see replace_tables)
+            payload = plan_full(new_svcs, new_eps, params, (), None)
+            saved = {t: netfilter.save(self.node.netns, t) for t in ("filter", "nat")}
+            netfilter.restore(self.node.netns, replace_tables(saved, payload), noflush=False)
+        else:
+            payload = plan_full(new_svcs, new_eps, params, self.active_chains, changed)
+            netfilter.restore(self.node.netns, payload.text())
         self.active_chains = set(payload.active_nat_chains)
         self.labels = labels
         self.last_kind = "full" if full else f"partial ({len(changed or ())} service ports)"
