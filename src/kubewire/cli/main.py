@@ -194,6 +194,52 @@ def dig(
     sys.exit(r.code)
 
 
+dns_app = typer.Typer(help="Cluster DNS: query counters from the servers' query logs.", no_args_is_help=True)
+app.add_typer(dns_app, name="dns")
+
+
+@dns_app.command("stats")
+def dns_stats(output: str | None = typer.Option(None, "-o", "--output", help="json"),
+              server: str = typer.Option("coredns", "--server", help="coredns | node-local | internet")) -> None:
+    """Queries counted per type and per rcode (CoreDNS's coredns_dns_requests_total /
+    coredns_dns_responses_total), from the JSON query logs of the chosen servers."""
+    import glob
+    import json as _json
+
+    from kubewire.cli.objects import handle
+
+    h = handle()
+    if server == "coredns":
+        names = {p["metadata"]["name"] for p in h.store.list("Pod", "kube-system")
+                 if p["metadata"].get("labels", {}).get("k8s-app") == "kube-dns"}
+        files = [f for f in glob.glob(f"{h.dir}/dns/*.jsonl") if f.rsplit("/", 1)[1][:-6] in names]
+    else:
+        files = glob.glob(f"{h.dir}/dns/{'node-local-*' if server == 'node-local' else 'internet-queries'}.jsonl")
+    by_type: dict[str, int] = {}
+    by_rcode: dict[str, int] = {}
+    hits = total = 0
+    for f in files:
+        with open(f, errors="replace") as fh:
+            for line in fh:
+                try:
+                    q = _json.loads(line)
+                except ValueError:
+                    continue
+                total += 1
+                by_type[q["type"]] = by_type.get(q["type"], 0) + 1
+                by_rcode[q["rcode"]] = by_rcode.get(q["rcode"], 0) + 1
+                hits += bool(q.get("cache_hit"))
+    if output == "json":
+        print(_json.dumps({"server": server, "queries": total, "cache_hits": hits, "by_type": by_type,
+                           "by_rcode": by_rcode}, indent=2))
+        return
+    print(f"{server}: {total} queries, {hits} cache hits")
+    for title, d in (("TYPE", by_type), ("RCODE", by_rcode)):
+        print(f"{title:<10} COUNT")
+        for k, v in sorted(d.items(), key=lambda kv: -kv[1]):
+            print(f"{k:<10} {v}")
+
+
 @app.command()
 def rules(node: str = typer.Option(..., "--node", help="Node name."),
           table: str | None = typer.Option(None, "-t", "--table")) -> None:
