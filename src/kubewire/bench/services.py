@@ -23,7 +23,7 @@ from kubewire.daemon import lifecycle
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import write_sysctls
 from kubewire.kernel.run import run
-from kubewire.proxy.iptables.render import node_params, plan_full, replace_tables
+from kubewire.proxy.iptables.render import node_params, plan_full, replace_tables, trim_unchanged
 from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
 from kubewire.store.apply import apply_documents
 
@@ -158,7 +158,7 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
             if len(emap[changed_key]) > 1:  # the probe alone (1 Service): rewrite its chains unchanged
                 emap2[changed_key] = emap[changed_key][:-1]
             t3 = time.perf_counter()
-            partial = plan_full(smap, emap2, params, payload.active_nat_chains, {changed_key}).text()
+            partial = trim_unchanged(plan_full(smap, emap2, params, payload.active_nat_chains, {changed_key}), payload)
             t4 = time.perf_counter()
             netfilter.restore(node.netns, partial)
             t5 = time.perf_counter()

@@ -14,7 +14,7 @@ from kubewire.controllers.types import Snapshot
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import entered
 from kubewire.kubeproxy.conntrack import stale_filters
-from kubewire.proxy.iptables.render import jump_rules, node_params, plan_full, replace_tables
+from kubewire.proxy.iptables.render import jump_rules, node_params, plan_full, replace_tables, trim_unchanged
 from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
 from kubewire.proxy.topology import categorize_endpoints
 
@@ -25,6 +25,7 @@ class ProxyAgent:
         self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
         self.fingerprint = ""
         self.active_chains: set[str] = set()
+        self.last_payload = None
         self.labels: dict = {}
         self.last_kind = ""
         self.services: dict = {}
@@ -71,8 +72,9 @@ class ProxyAgent:
             netfilter.restore(self.node.netns, replace_tables(saved, payload), noflush=False)
         else:
             payload = plan_full(new_svcs, new_eps, params, self.active_chains, changed)
-            netfilter.restore(self.node.netns, payload.text())
+            netfilter.restore(self.node.netns, trim_unchanged(payload, self.last_payload))
         self.active_chains = set(payload.active_nat_chains)
+        self.last_payload = payload
         self.labels = labels
         self.last_kind = "full" if full else f"partial ({len(changed or ())} service ports)"
         for args in stale_filters(self.services, self.endpoints, new_svcs, new_eps):

@@ -856,3 +856,29 @@ def replace_tables(saved: dict[str, str], payload: Payload) -> str:
         chain_lines = [c for c in chains if c[1:].split()[0] not in deleted]
         out += [f"*{table}", *kept_chains, ":KUBE-PROXY-CANARY - [0:0]", *chain_lines, *kept_rules, *rule_lines, "COMMIT"]
     return "\n".join(out) + "\n"
+
+
+NAT_BASE_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ)
+
+
+def trim_unchanged(payload: Payload, previous: Payload | None) -> str:
+    """A partial sync's text without the nat base chains whose rules did not change since the last
+    sync. With --noflush an undeclared chain is left as it is, and rewriting a KUBE-SERVICES of 10k
+    rules is most of what a one-endpoint change costs in iptables-nft; the rules in the kernel stay
+    exactly what a full rewrite would give."""
+    if previous is None:
+        return payload.text()
+
+    def by_chain(p: Payload) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {c: [] for c in NAT_BASE_CHAINS}
+        for r in p.nat_rules:
+            parts = r.split(" ", 2)
+            if parts[0] == "-A" and parts[1] in out:
+                out[parts[1]].append(r)
+        return out
+
+    now, before = by_chain(payload), by_chain(previous)
+    same = {c for c in NAT_BASE_CHAINS if now[c] == before[c]}
+    nat_chains = [c for c in payload.nat_chains if c[1:].split()[0] not in same]
+    nat_rules = [r for r in payload.nat_rules if not (r.startswith("-A ") and r.split(" ", 2)[1] in same)]
+    return Payload(payload.filter_chains, payload.filter_rules, nat_chains, nat_rules, payload.active_nat_chains).text()
