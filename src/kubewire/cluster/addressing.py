@@ -112,6 +112,11 @@ def plan_topology(cfg: ClusterConfig) -> Topology:
     )
 
 
+def cluster_dns_ip(cfg: ClusterConfig) -> str:
+    """kube-dns's address: the service CIDR's 10th, as kubeadm sets it."""
+    return str(ipaddress.IPv4Network(cfg.service_subnet).network_address + 10)
+
+
 def node_config(cfg: ClusterConfig, name: str) -> NodeConfig:
     for n in cfg.nodes:
         if n.name == name:

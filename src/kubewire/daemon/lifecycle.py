@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubewire.api.loader import Document, load_text
-from kubewire.cluster.addressing import Topology, netns_prefix, plan_topology, state_dir
+from kubewire.cluster.addressing import Topology, cluster_dns_ip, netns_prefix, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config, to_doc  # noqa: F401 - re-exported
 from kubewire.controllers.types import Op
 from kubewire.kernel import ip as kip
@@ -185,9 +185,7 @@ def python() -> str:
 
 def addon_documents(h: Handle) -> list[Document]:
     """The add-ons every cluster runs (cluster DNS), with this cluster's addresses filled in."""
-    import ipaddress
-
-    values = {"DNS_IP": str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10),
+    values = {"DNS_IP": cluster_dns_ip(h.cfg),
               "PYTHON": python(), "DNS_DIR": f"{h.dir}/dns", "UPSTREAM": h.topo.internet_dns_ip,
               "STATE_DIR": h.dir}
     docs: list[Document] = []
@@ -206,11 +204,9 @@ def apply_addons(h: Handle) -> None:
 def start_node_local_dns(h: Handle) -> None:
     """NodeLocal DNSCache on every node (a hostNetwork DaemonSet upstream): a caching resolver on
     169.254.20.10 that forwards misses to cluster DNS over TCP."""
-    import ipaddress
-
     from kubewire.topology.plan import NODE_LOCAL_DNS_IP
 
-    dns_ip = str(ipaddress.IPv4Network(h.cfg.service_subnet).network_address + 10)
+    dns_ip = cluster_dns_ip(h.cfg)
     for n in h.topo.nodes:
         ensure_host(h, f"node-local-dns-{n.name}", n.netns,
                     [python(), "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",

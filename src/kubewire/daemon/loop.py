@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubewire.cluster.addressing import Topology, plan_topology, state_dir
+from kubewire.cluster.addressing import Topology, cluster_dns_ip, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
@@ -35,12 +35,6 @@ from kubewire.workload import echo  # imported before any fork: its pages are sh
 
 RESYNC = 1.0
 TICK = 0.02
-
-
-def cluster_dns_ip(cfg: ClusterConfig) -> str:
-    import ipaddress
-
-    return str(ipaddress.IPv4Network(cfg.service_subnet).network_address + 10)
 
 
 def workload_factory(ports: list[tuple[int, str]]) -> Callable[[], object]:

@@ -130,14 +130,6 @@ def reap(pids: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def is_child(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid()
-    except OSError:
-        return False
-
-
 def proc_stats(pid: int) -> tuple[int, float]:
     """RSS bytes and CPU seconds of one process."""
     try:

@@ -161,7 +161,7 @@ class NodeAgent:
             if uid in changed or uid in self.dirty or self.seen_rv.get(uid) != rv:
                 self.seen_rv[uid] = rv
                 st = pod_status(pod, rt, self.node.ip, now_rfc3339())
-                if _status_differs(pod.get("status", {}), st):
+                if pod.get("status", {}) != st:
                     ops.append(Op("status", {**pod, "status": st}))
         self._save(changed | (self.dirty & set(self.pods)))
         self.dirty.clear()
@@ -521,6 +521,3 @@ class NodeAgent:
         self._teardown(rts)
         self.pods.clear()
 
-
-def _status_differs(old: dict, new: dict) -> bool:
-    return old != new

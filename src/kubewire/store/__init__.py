@@ -1,2 +1,2 @@
 """kubewire.store"""
-from kubewire.store.db import Conflict, Store  # noqa: F401
+from kubewire.store.db import Store  # noqa: F401

@@ -15,7 +15,6 @@ from kubewire.api.errors import FieldError, ManifestError
 from kubewire.api.kinds import lookup_kind
 from kubewire.api.loader import Document
 from kubewire.api.validation import validate_and_default
-from kubewire.controllers.types import key_of
 from kubewire.store.db import Store, stamp_new
 
 # Fields a user's apply owns; the rest (status, uid, timestamps, controller-set fields) stay.
@@ -184,6 +183,3 @@ def delete_objects(store: Store, keys: list[tuple[str, str, str]], grace: int | 
         out.append(Deleted(kind, ns, name, True))
     return out
 
-
-def object_key(obj: dict) -> tuple[str, str, str]:
-    return key_of(obj)

@@ -30,10 +30,6 @@ CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
 
-class Conflict(Exception):
-    """An object changed or vanished between read and write."""
-
-
 def now_rfc3339(t: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if t is None else t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
