@@ -55,7 +55,7 @@ def run_curl(url: str, from_: str | None, headers: list[str], method: str | None
         argv.append("--http2")
     argv.append(url)
     try:
-        res = run(argv, check=False, timeout=max_time + 5)
+        res = run(argv, check=False, timeout=max_time + 5, cgroup_of=pid)
         if res.code == 124:  # our own watchdog fired: report it as curl's "operation timed out"
             res.code = 28
         body = Path(body_path).read_bytes() if os.path.exists(body_path) else b""

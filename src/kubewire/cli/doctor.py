@@ -46,9 +46,10 @@ def _probe_kernel() -> list[tuple[str, bool, str]]:
     except OSError:
         out.append(("SCTP sockets", False, "CONFIG_IP_SCTP is off: SCTP rules can be written, but no process can open an "
                                            "SCTP socket, so SCTP traffic cannot be exercised (tests that need it are skipped with this reason)"))
-    out.append(("cgroup v2 (for eBPF socket LB)", os.path.exists("/sys/fs/cgroup/cgroup.controllers")
-                or os.path.exists("/sys/fs/cgroup/unified/cgroup.controllers"), ""))
-    out.append(("bpf() syscall", os.path.exists("/proc/sys/kernel/unprivileged_bpf_disabled"), ""))
+    from kubewire.kernel.ebpfcheck import unsupported
+
+    why = unsupported()
+    out.append(("eBPF socket load balancing (cgroup v2 + cgroup/connect4 programs; --proxy-mode ebpf)", not why, why))
     return out
 
 
@@ -65,7 +66,7 @@ def run_doctor() -> int:
         print(f"[{'ok' if ok else ('!!' if required else '--')}] {tool}" + ("" if ok else f"  (apt-get install {pkg})"))
     if os.geteuid() == 0:
         for what, ok, note in _probe_kernel():
-            optional = what.startswith("SCTP") or what.startswith("vxlan") or what.startswith("cgroup") or what.startswith("bpf")
+            optional = what.startswith("SCTP") or what.startswith("vxlan") or what.startswith("eBPF")
             if not ok and not optional:
                 bad += 1
             print(f"[{'ok' if ok else ('--' if optional else '!!')}] {what}" + (f"  ({note})" if note and not ok else ""))

@@ -188,7 +188,7 @@ def dig(
     argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", "dig", "+search", name, qtype]
     if short:
         argv.append("+short")
-    r = run(argv, check=False, timeout=30)
+    r = run(argv, check=False, timeout=30, cgroup_of=pid)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     sys.exit(r.code)

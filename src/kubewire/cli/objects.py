@@ -347,4 +347,4 @@ def exec_in(target: str, namespace: str | None, container: str | None, argv: lis
     pod = _pod_for(h, target, namespace)
     pid = running_pid(h, pod, _container(pod, container))
     out_console.file.flush()
-    exec_replace(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv])
+    exec_replace(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], cgroup_of=pid)

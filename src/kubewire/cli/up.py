@@ -48,8 +48,11 @@ def run_up(name: str, config: str | None, files: list[str], proxy_mode: str | No
             cfg.proxy_mode = proxy_mode
             cfg = lifecycle.parse_config(lifecycle.to_doc(cfg), name)
         if cfg.proxy_mode == "ebpf":
-            fail("--proxy-mode ebpf is not implemented yet (iptables and nftables are); see `kubewire doctor` for "
-                 "what this kernel supports")
+            from kubewire.kernel.ebpfcheck import unsupported
+
+            why = unsupported()
+            if why:
+                fail(f"--proxy-mode ebpf: {why} (see `kubewire doctor`)")
         paths = files or ([str(demo_dir)] if demo else [])
         docs = load_paths(paths, sys.stdin) if paths else []
     except ManifestError as e:

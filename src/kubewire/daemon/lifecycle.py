@@ -20,6 +20,7 @@ from kubewire.api.loader import Document, load_text
 from kubewire.cluster.addressing import Topology, cluster_dns_ip, netns_prefix, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config, to_doc  # noqa: F401 - re-exported
 from kubewire.controllers.types import Op
+from kubewire.kernel import cgroup as kcgroup
 from kubewire.kernel import ip as kip
 from kubewire.kernel import netfilter, nsswitch
 from kubewire.kernel import process as kproc
@@ -150,7 +151,8 @@ def start_daemon(h: Handle) -> int:
     return p.pid
 
 
-def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str, env: dict[str, str] | None = None) -> int:
+def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str, env: dict[str, str] | None = None,
+                cgroup: str = "") -> int:
     """A long-lived process in a non-pod namespace (the internet client): its mount namespace
     carries that host's own /etc/resolv.conf, so tools run beside it resolve as that host does."""
     key = f"host/{name}"
@@ -169,7 +171,7 @@ def ensure_host(h: Handle, name: str, netns: str, argv: list[str], resolv: str, 
         netns=netns, hostname=name[:63], log_path=f"{d}/output.log",
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})},
         files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
-        argv=argv))
+        argv=argv, cgroup=cgroup))
     h.store.runtime_put({key: {"pid": pid, "ticks": kproc.start_ticks(pid), "netns": netns}})
     return pid
 
@@ -212,7 +214,18 @@ def start_node_local_dns(h: Handle) -> None:
                     [python(), "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
                      "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl",
                      "--clients-file", f"{h.dir}/dns/records.json"],
-                    f"nameserver {dns_ip}\n")
+                    f"nameserver {dns_ip}\n", cgroup=ebpf_node_cgroup(h, n.name))
+
+
+def ebpf_node_cgroup(h: Handle, node: str) -> str:
+    """eBPF mode: the node's cgroup, made if missing (node-level processes such as NodeLocal DNS
+    run there, so their connections to a ClusterIP are balanced as a pod's are)."""
+    if h.cfg.proxy_mode != "ebpf":
+        return ""
+    path = kcgroup.node_dir(h.cfg.name, node)
+    if not path:
+        raise ClusterError("eBPF mode needs a cgroup v2 hierarchy (none is mounted); run `kubewire doctor`")
+    return kcgroup.ensure(path)
 
 
 def start_internet(h: Handle) -> None:
@@ -264,6 +277,8 @@ def up(cfg: ClusterConfig) -> Handle:
         os.replace(f"{d}/cluster.json.tmp", f"{d}/cluster.json")
         h = open_cluster(cfg.name)
     build_topology(h.topo, tuple(e.address for e in h.cfg.external_hosts), h.cfg.node_local_dns)
+    for n in h.topo.nodes:
+        ebpf_node_cgroup(h, n.name)
     seed_objects(h)
     start_internet(h)
     apply_addons(h)
@@ -307,5 +322,9 @@ def down(name: str) -> list[str]:
     kproc.kill_netns_processes([n for n in ours if "-pod-" in n])  # anything no record names
     kip.delete_netns(ours)
     removed += ours
+    cg = kcgroup.cluster_dir(name)
+    if cg and os.path.isdir(cg):
+        kcgroup.remove_tree(cg)  # its programs and maps go with the last reference
+        removed.append(cg)
     shutil.rmtree(d, ignore_errors=True)
     return removed

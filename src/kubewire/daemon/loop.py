@@ -24,6 +24,7 @@ from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.daemon.dnsfeed import RecordsFeed
+from kubewire.kernel import cgroup as kcgroup
 from kubewire.kernel import ip as kip
 from kubewire.kernel import process as kproc
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
@@ -47,7 +48,19 @@ def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
         from kubewire.kubeproxy.nftables import NftProxyAgent
 
         return [NftProxyAgent(n, cfg.pod_subnet, cfg.service_subnet) for n in topo.nodes]
+    if cfg.proxy_mode == "ebpf":
+        from kubewire.kubeproxy.ebpf import EbpfProxyAgent
+
+        return [EbpfProxyAgent(n, cfg.pod_subnet, node_cgroup(cfg, n.name)) for n in topo.nodes]
     return [ProxyAgent(n, cfg.pod_subnet) for n in topo.nodes]
+
+
+def node_cgroup(cfg: ClusterConfig, node: str) -> str:
+    """Where a node's processes run: its own cgroup in eBPF mode (the socket load balancer is
+    attached there), else wherever the loop runs."""
+    if cfg.proxy_mode != "ebpf":
+        return ""
+    return kcgroup.node_dir(cfg.name, node) or ""
 
 
 def policy_agents(nodes: tuple) -> list:  # noqa: ANN001
@@ -111,7 +124,7 @@ class Daemon:
         for n in self.topo.nodes:
             acfg = AgentConfig(cluster=cluster, state_dir=self.dir, domain=self.cfg.dns_domain, cluster_dns=[dns],
                                node_dns=NodeDNS([self.topo.internet_dns_ip]), zone=n.zone,
-                               backoff=self.cfg.restart_backoff_seconds)
+                               backoff=self.cfg.restart_backoff_seconds, cgroup=node_cgroup(self.cfg, n.name))
             a = NodeAgent(self.store, acfg, n, workload_factory)
             a.wake = self.event.set
             self.agents.append(a)

@@ -29,6 +29,7 @@ class ContainerSpec:
     argv: list[str] | None = None  # a command that exists on the machine
     target: Callable[[], object] | None = None  # else: a function to run (the built-in workload)
     workdir: str = "/"
+    cgroup: str = ""  # a cgroup v2 directory to run in (eBPF mode: the node's, where the socket LB is)
 
 
 def spawn(spec: ContainerSpec) -> int:
@@ -67,6 +68,9 @@ def _become_container(spec: ContainerSpec) -> None:
     # nothing of the agent's leaks in: not its listening sockets (a restarted agent must be able to
     # bind them again), not the store, not other containers' pidfds
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+    if spec.cgroup:  # before /sys is remounted below
+        with open(f"{spec.cgroup}/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
     fd = os.open(f"{NETNS_DIR}/{spec.netns}", os.O_RDONLY)
     ns.setns(fd, ns.CLONE_NEWNET)
     os.close(fd)

@@ -19,9 +19,17 @@ class Result:
     stderr: str
 
 
-def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: float | None = 60) -> Result:
+def run(argv: list[str], stdin: str | None = None, check: bool = True, timeout: float | None = 60,
+        cgroup_of: int | None = None) -> Result:
+    """`cgroup_of`: start the program in that process's cgroup (a pod's node cgroup, where the
+    eBPF socket load balancer is attached), as `kubectl exec` lands in the pod's cgroup."""
+    pre = None
+    if cgroup_of:
+        from kubewire.kernel.cgroup import join_like
+
+        pre = lambda: join_like(cgroup_of)  # noqa: E731
     try:
-        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, preexec_fn=pre)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         if check:
@@ -37,9 +45,14 @@ def in_netns(netns: str, argv: list[str]) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
 
 
-def exec_replace(argv: list[str]) -> None:
+def exec_replace(argv: list[str], cgroup_of: int | None = None) -> None:
     """Become the program (for interactive `exec`, so the terminal and exit code pass through)."""
     import os
+
+    if cgroup_of:
+        from kubewire.kernel.cgroup import join_like
+
+        join_like(cgroup_of)
 
     os.execvp(argv[0], argv)
 

@@ -43,6 +43,7 @@ class AgentConfig:
     node_dns: NodeDNS
     zone: str
     backoff: float = 10.0
+    cgroup: str = ""  # eBPF mode: the node's cgroup, where every container runs
 
 
 def container_ports(c: dict) -> list[tuple[int, str]]:
@@ -295,7 +296,7 @@ class NodeAgent:
             log_path=self.log_path(rt, c), env=env,
             files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
             argv=argv, target=None if argv else self.workload(container_ports(spec)),
-            workdir=spec.get("workingDir") or "/",
+            workdir=spec.get("workingDir") or "/", cgroup=self.cfg.cgroup,
         )
         c.pid = kproc.spawn(spec_)
         c.ticks = kproc.start_ticks(c.pid)

@@ -1,0 +1,139 @@
+"""kube-proxy replacement in eBPF mode for one node: a socket-level load balancer for ClusterIP
+traffic, and kube-proxy's iptables rules for what a socket hook cannot see.
+
+The node's cgroup (every container, `kubewire exec` and probe on the node runs in it) gets four
+programs (kubewire.proxy.ebpf.programs): connect4 and sendmsg4 translate a Service VIP:port to a
+backend before the first packet exists; getpeername4 and recvmsg4 show the VIP back to the
+application. The maps are updated in place, only where a Service's entry changed.
+
+Netfilter keeps (through the iptables agent, fed only these Services): NodePort, LoadBalancer and
+externalIPs traffic arriving from outside the node (it has no socket on this node to hook), and the
+REJECT / DROP of Services without (local) endpoints, so those answer exactly as upstream's. A
+ClusterIP-only Service with endpoints is not in netfilter at all: a pod's new connection walks no
+per-Service rule, whatever the number of Services.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+from kubewire.cluster.addressing import NodePlan
+from kubewire.controllers.types import Snapshot
+from kubewire.kernel import bpf
+from kubewire.kernel import cgroup as kcgroup
+from kubewire.kubeproxy.agent import ProxyAgent
+from kubewire.proxy.ebpf import maps as M
+from kubewire.proxy.ebpf.programs import MapFds, connect, reverse
+from kubewire.proxy.model import KubeProxyConfig, ServicePortName, build_endpoints_map, build_service_map
+
+HOOKS = ((bpf.CGROUP_INET4_CONNECT, "connect"), (bpf.CGROUP_UDP4_SENDMSG, "connect"),
+         (bpf.CGROUP_INET4_GETPEERNAME, "reverse"), (bpf.CGROUP_UDP4_RECVMSG, "reverse"))
+MAX_SERVICES, MAX_BACKENDS, MAX_AFFINITY, MAX_REVNAT = 65536, 262144, 16384, 65536
+
+
+@dataclass
+class Maps:
+    services: bpf.Map
+    backends: bpf.Map
+    affinity: bpf.Map
+    revnat: bpf.Map
+
+    @classmethod
+    def create(cls, node: str) -> Maps:
+        tag = node[-6:]
+        return cls(bpf.Map(bpf.MAP_HASH, M.SVC_KEY, M.SVC_VAL, MAX_SERVICES, f"kw_svc_{tag}", bpf.NO_PREALLOC),
+                   bpf.Map(bpf.MAP_HASH, M.BE_KEY, M.BE_VAL, MAX_BACKENDS, f"kw_be_{tag}", bpf.NO_PREALLOC),
+                   bpf.Map(bpf.MAP_LRU_HASH, M.AFF_KEY, M.AFF_VAL, MAX_AFFINITY, f"kw_aff_{tag}"),
+                   bpf.Map(bpf.MAP_LRU_HASH, M.REV_KEY, M.REV_VAL, MAX_REVNAT, f"kw_rev_{tag}"))
+
+    @property
+    def fds(self) -> MapFds:
+        return MapFds(self.services.fd, self.backends.fd, self.affinity.fd, self.revnat.fd)
+
+
+class EbpfProxyAgent:
+    def __init__(self, node: NodePlan, cluster_cidr: str, cgroup_dir: str) -> None:
+        self.node = node
+        self.cgroup = cgroup_dir
+        self.netfilter = ProxyAgent(node, cluster_cidr)
+        self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
+        self.maps: Maps | None = None
+        self.entries: dict[ServicePortName, M.Entry] = {}
+        self.ids: dict[ServicePortName, int] = {}
+        self.free: list[int] = []
+        self.fingerprint = ""
+        self.last_kind = ""
+        self.last_duration = 0.0
+        self.last_map_seconds = 0.0
+        self.last_operations = 0
+        self.last_sync = 0.0
+
+    def _load(self) -> None:
+        """Maps, programs, and their attachment to the node's cgroup (replacing a previous run's)."""
+        kcgroup.ensure(self.cgroup)
+        self.maps = Maps.create(self.node.name)
+        progs = {"connect": connect(self.maps.fds), "reverse": reverse(self.maps.fds)}
+        for attach, kind in HOOKS:
+            fd = bpf.load_program(bpf.PROG_CGROUP_SOCK_ADDR, attach, progs[kind], f"kw_{kind}")
+            try:
+                bpf.attach_cgroup(self.cgroup, fd, attach)
+            finally:
+                bpf.close(fd)  # the attachment holds the program, the program its maps
+
+    def sync(self, snap: Snapshot) -> bool:
+        services = snap.list("Service")
+        slices = snap.list("EndpointSlice")
+        node = snap.get("Node", "", self.node.name) or {}
+        labels = node.get("metadata", {}).get("labels", {})
+        fp = hashlib.sha1(json.dumps([[o["metadata"].get("resourceVersion") for o in services],
+                                      [o["metadata"].get("resourceVersion") for o in slices], labels],
+                                     sort_keys=True).encode()).hexdigest()
+        if fp == self.fingerprint:
+            return False
+        t0 = time.perf_counter()
+        first = self.maps is None
+        if first:
+            self._load()
+        assert self.maps is not None
+        svcs = build_service_map(services)
+        eps = build_endpoints_map(slices, self.node.name, "IPv4", self.config.prefer_same_traffic_distribution)
+        entries = M.plan_entries(svcs, eps, self.node.name, labels)
+        writes = M.plan_writes(self.entries, entries, self.ids, self.free)
+        t1 = time.perf_counter()
+        self.entries = entries
+        self.apply(writes)
+        self.last_map_seconds = time.perf_counter() - t1
+        self.last_operations = writes.operations
+        # netfilter: the Services the socket hooks do not fully serve on this node
+        socket_only = {(k.namespace, k.name) for k, s in svcs.items() if M.in_socket_lb(s, entries.get(k))}
+        socket_only -= {(k.namespace, k.name) for k, s in svcs.items() if not M.in_socket_lb(s, entries.get(k))}
+        keep = [o for o in services if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) not in socket_only]
+        keep += [o for o in slices if (o["metadata"].get("namespace", ""),
+                                       o["metadata"].get("labels", {}).get("kubernetes.io/service-name", "")) not in socket_only]
+        if node:
+            keep.append(node)
+        self.netfilter.sync(Snapshot.of(keep, snap.now))
+        self.fingerprint = fp
+        self.last_kind = "initial" if first else f"partial ({writes.operations} map operations)"
+        self.last_duration = time.perf_counter() - t0
+        self.last_sync = time.time()
+        return True
+
+    def apply(self, w: M.MapWrites) -> None:
+        assert self.maps is not None
+        m = self.maps
+        m.backends.update_many(w.backends)
+        m.services.update_many(w.services)
+        for k in w.delete_backends:
+            m.backends.delete(k)
+        for k in w.delete_services:
+            m.services.delete(k)
+        if w.changed_ids:  # affinity to a backend that left must not outlive it
+            live = {(self.ids[n], b) for n, e in self.entries.items() if n in self.ids for b in e.backends}
+            for k, v in list(m.affinity.items()):
+                sid = int.from_bytes(k[8:12], "little")
+                if sid in w.changed_ids and (sid, M.decode_backend(v[8:16])) not in live:
+                    m.affinity.delete(k)
