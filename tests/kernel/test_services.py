@@ -79,6 +79,9 @@ elif mode == "connect": # TIMEOUT HOST:PORT...: every target at once
     for th in threads:
         th.join()
     print(json.dumps(out))
+elif mode == "peer":    # HOST PORT: the address the connected socket reports for its peer
+    s = socket.create_connection((args[0], int(args[1])), timeout=2)
+    print(json.dumps("%s:%d" % s.getpeername()))
 elif mode == "udp":     # HOST PORT SOURCE_PORT N: N datagrams "hostname" from a fixed source port
     host, port, sport, n = args
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -96,9 +99,13 @@ elif mode == "udp":     # HOST PORT SOURCE_PORT N: N datagrams "hostname" from a
 '''
 
 
+MODES = ("iptables", "nftables", "ebpf")
+
+
 @dataclass
 class Env:
     c: Cluster
+    mode: str  # the cluster's kube-proxy mode: every test here runs in each
     nodes: list[str]  # n1, n2 in different zones; n3 in n1's zone
     node_ip: dict[str, str]
     zone: dict[str, str]
@@ -184,9 +191,10 @@ spec:
 {extra}"""
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    c = make_cluster(tmp_path_factory.mktemp("services"))
+@pytest.fixture(scope="module", params=MODES)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    mode = request.param
+    c = make_cluster(tmp_path_factory.mktemp(f"services-{mode}"), None, "--proxy-mode", mode)
     try:
         items = c.wait("nodes with addresses", lambda: (ns := c.json("get", "nodes")["items"]) and all(
             n.get("status", {}).get("addresses") for n in ns) and ns)
@@ -197,7 +205,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         n1 = names[0]
         n2 = next(n for n in names if zone[n] != zone[n1])
         n3 = next(n for n in names if n not in (n1, n2))
-        e = Env(c, [n1, n2, n3], node_ip, zone)
+        e = Env(c, mode, [n1, n2, n3], node_ip, zone)
         never_ready = """    readinessProbe:
       httpGet: {path: /status/503, port: 8080}
       periodSeconds: 1"""
@@ -268,6 +276,22 @@ def test_two_endpoints_share_1000_new_connections(env: Env) -> None:
         assert 400 <= counts[name] <= 600, counts
 
 
+def test_where_the_cluster_ip_is_translated(env: Env) -> None:
+    """iptables and nftables DNAT every packet (a NAT entry in the client node's conntrack); eBPF
+    rewrites the socket's destination at connect() (no NAT entry; the app still sees the VIP)."""
+    c, n1 = env.c, env.nodes[0]
+    vip = env.vip("pair")
+    assert env.probe("client-1", "peer", vip, "80") == f"{vip}:80"
+    assert len(env.probe("client-1", "http", vip, "80", "3", "/hostname")) == 3
+    tracked = subprocess.run(["nsenter", f"--net=/run/netns/kw-{c.name}-node-{n1}", "--", "conntrack", "-L", "-p", "tcp",
+                              "--orig-dst", vip], capture_output=True, text=True, check=True).stdout
+    if env.mode == "ebpf":
+        assert tracked == "", tracked
+    else:
+        pair_ips = {p["status"]["podIP"] for p in c.pods("default", "app=pair")}
+        assert {m for m in re.findall(r"src=(\S+) dst=\S+ sport=8080", tracked)} <= pair_ips and tracked, tracked
+
+
 def test_client_ip_affinity_sticks(env: Env) -> None:
     assert {ep["conditions"]["ready"] for s in env.slices("pair-sticky") for ep in s["endpoints"]} == {True}
     assert sum(len(s["endpoints"]) for s in env.slices("pair-sticky")) == 2
@@ -322,7 +346,11 @@ def test_internal_traffic_policy_local(env: Env) -> None:
     target = f"{vip}:80"
     r = env.probe("client-1", "connect", "1", target)[target]
     assert r["result"] == "timeout", r
-    # dropped on purpose by client-1's node, as kube-proxy says
+    # dropped on purpose by client-1's node, as kube-proxy says (eBPF mode leaves it to the same rule)
+    if env.mode == "nftables":
+        rules = env.c.kw("rules", "--node", env.nodes[0]).stdout
+        assert re.search(rf'{re.escape(vip)} \. tcp \. 80 comment "default/edge-internal" : drop', rules), rules
+        return
     rules = env.c.kw("rules", "--node", env.nodes[0], "-t", "filter").stdout
     assert re.search(rf'^-A KUBE-SERVICES -d {re.escape(vip)}/32 -p tcp -m comment --comment '
                      r'"default/edge-internal has no local endpoints" -m tcp --dport 80 -j DROP$', rules, re.M), rules
@@ -418,7 +446,14 @@ def test_udp_service_and_stale_conntrack_cleared(env: Env) -> None:
         return subprocess.run(["nsenter", f"--net={node_ns}", "--", "conntrack", "-L", "-p", "udp", "--orig-dst", vip],
                               capture_output=True, text=True, check=True).stdout
 
-    assert f"src={old_ip} " in entries(), "the client's node tracks the flow to the old backend"
+    if env.mode == "ebpf":
+        # translated at sendmsg(): the packets carry the backend's address, conntrack has no NAT entry
+        assert entries() == "", entries()
+        plain = subprocess.run(["nsenter", f"--net={node_ns}", "--", "conntrack", "-L", "-p", "udp", "--orig-dst", old_ip],
+                               capture_output=True, text=True, check=True).stdout
+        assert f"dst={old_ip} " in plain and "dport=5353" in plain, plain
+    else:
+        assert f"src={old_ip} " in entries(), "the client's node tracks the flow to the old backend"
     c.kw("delete", "pod", "udp-old")
     c.apply(pod("udp-new", "tier: udp", n3, ports="[{containerPort: 5353, protocol: UDP}]"))
     c.ready_pods("default", "tier=udp", 1)
@@ -446,6 +481,18 @@ def test_get_services_endpointslices_and_rules(env: Env) -> None:
     assert row.split()[1:3] == ["IPv4", "8080"] and sorted(row.split()[3].split(",")) == ips, row
     rules = c.kw("rules", "--node", n1).stdout
     vip = pair["spec"]["clusterIP"]
+    nobody = env.vip("nobody")
+    if env.mode == "nftables":
+        assert re.search(rf'{re.escape(vip)} \. tcp \. 80 : goto "?service-[A-Z2-7]{{8}}-default/pair/tcp/"?', rules), rules
+        assert re.search(rf'{re.escape(nobody)} \. tcp \. 80 comment "default/nobody" : goto "?reject-chain', rules), rules
+        return
+    if env.mode == "ebpf":
+        ips = sorted(p["status"]["podIP"] for p in c.pods("default", "app=pair"))
+        assert re.search(rf"^{re.escape(vip)}:80/TCP -> {','.join(f'{re.escape(ip)}:8080' for ip in ips)}$", rules, re.M), rules
+        assert f"-d {vip}/32" not in rules, "a ClusterIP-only Service with endpoints is in no netfilter rule"
+        assert re.search(rf'^-A KUBE-SERVICES -d {re.escape(nobody)}/32 -p tcp -m comment --comment '
+                         r'"default/nobody has no endpoints" -m tcp --dport 80 -j REJECT', rules, re.M), rules
+        return
     assert re.search(rf'^-A KUBE-SERVICES -d {re.escape(vip)}/32 -p tcp -m comment --comment "default/pair cluster IP" '
                      r"-m tcp --dport 80 -j KUBE-SVC-[A-Z2-7]{16}$", rules, re.M), rules
     assert re.search(rf'^-A KUBE-SERVICES -d {re.escape(env.vip("nobody"))}/32 -p tcp -m comment --comment '

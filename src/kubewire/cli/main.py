@@ -243,8 +243,10 @@ def dns_stats(output: str | None = typer.Option(None, "-o", "--output", help="js
 @app.command()
 def rules(node: str = typer.Option(..., "--node", help="Node name."),
           table: str | None = typer.Option(None, "-t", "--table")) -> None:
-    """What is live in a node's netfilter (iptables-save of its namespace)."""
+    """What is live on a node: its iptables (iptables-save), its kube-proxy nftables table in
+    nftables mode, and the socket load balancer's maps in eBPF mode."""
     from kubewire.cli.objects import handle
+    from kubewire.cli.proxy_cmd import live_datapath
     from kubewire.kernel.netfilter import save
 
     need_root()
@@ -253,7 +255,12 @@ def rules(node: str = typer.Option(..., "--node", help="Node name."),
         n = h.topo.node(node)
     except KeyError:
         fail(f'node "{node}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
+    if h.cfg.proxy_mode == "nftables" and table in (None, "kube-proxy"):
+        sys.stdout.write(live_datapath(h, n, "nftables"))
+        return
     sys.stdout.write(save(n.netns, table))
+    if h.cfg.proxy_mode == "ebpf" and table is None:
+        sys.stdout.write(live_datapath(h, n, "ebpf"))
 
 
 @app.command()

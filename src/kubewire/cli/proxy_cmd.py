@@ -181,3 +181,43 @@ def render(
     )
     sys.stdout.write(payload)
     sys.stdout.flush()
+
+
+def live_datapath(h: Any, node: Any, mode: str) -> str:  # noqa: ANN401 - a cluster handle and a NodePlan
+    """The live kube-proxy state of a node beyond iptables: the nftables tables, or the eBPF socket
+    load balancer's services (VIP:port/protocol -> backend slots), read from the kernel's maps."""
+    if mode == "nftables":
+        from kubewire.kernel.nft import list_table
+
+        out = []
+        for t in ("kube-proxy", "kube-proxy-flat"):
+            try:
+                out.append(list_table(node.netns, "ip", t))
+            except Exception:  # noqa: BLE001,S112 - a layout not in use on this node
+                continue
+        return "".join(out)
+    from kubewire.kernel import bpf
+    from kubewire.kernel.cgroup import node_dir
+    from kubewire.proxy.ebpf.maps import decode_backend, decode_svc_key
+
+    path = node_dir(h.cfg.name, node.name) or ""
+    try:
+        maps = bpf.attached_maps(path, bpf.CGROUP_INET4_CONNECT)
+    except OSError as e:
+        return f"# eBPF socket load balancer: nothing attached at {path} ({e.strerror})\n"
+    svc_map = next((m for n, m in maps.items() if n.startswith("kw_svc_")), None)
+    be_map = next((m for n, m in maps.items() if n.startswith("kw_be_")), None)
+    if svc_map is None or be_map is None:
+        return f"# eBPF socket load balancer: no kubewire maps at {path}\n"
+    backends: dict[int, dict[int, tuple[str, int]]] = {}
+    for k, v in be_map.items():
+        sid, slot = int.from_bytes(k[:4], "little"), int.from_bytes(k[4:8], "little")
+        backends.setdefault(sid, {})[slot] = decode_backend(v)
+    lines = [f"# eBPF socket load balancer (cgroup/connect4, sendmsg4, getpeername4, recvmsg4 at {path})"]
+    rows = []
+    for k, v in svc_map.items():
+        vip, port, proto = decode_svc_key(k)
+        slots, sid, affinity = (int.from_bytes(v[i:i + 4], "little") for i in (0, 4, 8))
+        bes = ",".join(f"{ip}:{p}" for _, (ip, p) in sorted(backends.get(sid, {}).items())[:slots])
+        rows.append(f"{vip}:{port}/{proto} -> {bes}" + (f" affinity=ClientIP/{affinity}s" if affinity else ""))
+    return "\n".join(lines + sorted(rows)) + "\n"

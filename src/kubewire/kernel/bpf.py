@@ -21,6 +21,7 @@ SYS_BPF = 321  # x86_64
 # commands
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY, PROG_LOAD = 0, 1, 2, 3, 4, 5
 PROG_ATTACH, PROG_DETACH = 8, 9
+PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
 MAP_UPDATE_BATCH = 26
 # map types
 MAP_HASH, MAP_ARRAY, MAP_LRU_HASH = 1, 2, 9
@@ -56,6 +57,18 @@ def _addr(buf: ctypes.Array) -> int:
 
 class Map:
     """A BPF map owned by this process (its fd); keys and values are raw bytes."""
+
+    @classmethod
+    def from_id(cls, map_id: int) -> Map:
+        """Open a live map by id (another process's, e.g. a node agent's), for reading."""
+        self = cls.__new__(cls)
+        self.fd = _bpf(MAP_GET_FD_BY_ID, _attr(struct.pack("III", map_id, 0, 0)), f"open map {map_id}")
+        info = ctypes.create_string_buffer(80)
+        _bpf(OBJ_GET_INFO_BY_FD, _attr(struct.pack("IIQ", self.fd, 80, _addr(info))), "map info")
+        _type, _id, self.key_size, self.value_size, self.max_entries, _flags = struct.unpack_from("IIIIII", info.raw)
+        self.name = info.raw[24:40].split(b"\0")[0].decode()
+        self._batch = True
+        return self
 
     def __init__(self, map_type: int, key_size: int, value_size: int, max_entries: int, name: str,
                  flags: int = 0) -> None:
@@ -177,6 +190,34 @@ def detach_cgroup(cgroup_dir: str, attach_type: int) -> bool:
         raise
     finally:
         os.close(fd)
+
+
+def attached_maps(cgroup_dir: str, attach_type: int) -> dict[str, Map]:
+    """The maps of the program attached at a cgroup hook, by name: what is live in the kernel."""
+    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        ids = (ctypes.c_uint32 * 8)()
+        attr = _attr(struct.pack("IIIIQI", fd, attach_type, 0, 0, ctypes.addressof(ids), 8))
+        _bpf(PROG_QUERY, attr, f"query {cgroup_dir}")
+        count = struct.unpack_from("I", attr.raw, 24)[0]
+    finally:
+        os.close(fd)
+    out: dict[str, Map] = {}
+    for prog_id in list(ids)[:count]:
+        pfd = _bpf(PROG_GET_FD_BY_ID, _attr(struct.pack("III", prog_id, 0, 0)), f"open program {prog_id}")
+        try:
+            map_ids = (ctypes.c_uint32 * 16)()
+            info = ctypes.create_string_buffer(256)
+            # bpf_prog_info: nr_map_ids at 52, map_ids (pointer) at 56
+            struct.pack_into("<IQ", info, 52, 16, ctypes.addressof(map_ids))
+            _bpf(OBJ_GET_INFO_BY_FD, _attr(struct.pack("IIQ", pfd, 256, _addr(info))), "program info")
+            n = struct.unpack_from("I", info.raw, 52)[0]
+        finally:
+            os.close(pfd)
+        for mid in list(map_ids)[:min(n, 16)]:
+            m = Map.from_id(mid)
+            out[m.name] = m
+    return out
 
 
 def close(fd: int) -> None:
