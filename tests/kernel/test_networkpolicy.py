@@ -475,8 +475,11 @@ ingress:
     assert "selected for ingress by: x/web" in text
 
 
-def test_service_traffic_is_judged_on_the_backend_with_kube_proxy_in_nftables_mode(tmp_path: Path) -> None:
-    c = make_cluster(tmp_path, None, "--proxy-mode", "nftables")
+@pytest.mark.parametrize("mode", ["nftables", "ebpf"])
+def test_service_traffic_is_judged_on_the_backend_in_other_proxy_modes(tmp_path: Path, mode: str) -> None:
+    """nftables DNATs in its own table; eBPF rewrites the socket's destination before any packet:
+    either way the policy sees the backend pod's address, as in iptables mode."""
+    c = make_cluster(tmp_path, None, "--proxy-mode", mode)
     try:
         c.apply(manifests())
         pods = c.wait("the 9 probe pods ready", lambda: (lambda items: {

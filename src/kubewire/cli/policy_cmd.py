@@ -97,12 +97,20 @@ def probe(
     from kubewire.cluster.addressing import pod_netns
 
     runnable = [c for c in cells if not c.skip]
+    cgroups: dict[str, str] = {}
+    if h.cfg.proxy_mode == "ebpf":  # connect from the source pod's node cgroup, as the pod would
+        from kubewire.kernel.cgroup import node_dir
+
+        for p in h.store.list("Pod"):
+            node = p["spec"].get("nodeName")
+            if node:
+                cgroups[f"{p['metadata']['namespace']}/{p['metadata']['name']}"] = node_dir(h.cfg.name, node) or ""
     attempts = []
     for c in runnable:
         ns = pod_netns(h.cfg.name, c.src.uid)
         if not os.path.exists(f"/run/netns/{ns}"):
             c.skip = f"{c.src.key} is not wired (no network namespace)"
-        attempts.append(Attempt(ns, c.ip, c.port, c.target.protocol))
+        attempts.append(Attempt(ns, c.ip, c.port, c.target.protocol, cgroups.get(c.src.key, "")))
     keep = [(c, a) for c, a in zip(runnable, attempts, strict=True) if not c.skip]
     results = connect_all([a for _, a in keep], timeout)
     elapsed = time.perf_counter() - t0

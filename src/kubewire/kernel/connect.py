@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
+import os
 import resource
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from kubewire.kernel.nsswitch import entered
 
@@ -27,6 +29,7 @@ class Attempt:
     ip: str
     port: int
     protocol: str  # TCP | UDP | SCTP
+    cgroup: str = ""  # run from this cgroup (eBPF mode: the source pod's node, where Service VIPs are balanced)
 
 
 @dataclass
@@ -134,6 +137,45 @@ async def _run(attempts: list[Attempt], timeout: float, limit: int) -> list[Resu
 
 
 def connect_all(attempts: list[Attempt], timeout: float = 1.0) -> list[Result]:
-    """Every attempt at once (in rounds if file descriptors run short); results in order."""
+    """Every attempt at once (in rounds if file descriptors run short); results in order.
+
+    Attempts that name a cgroup run in a child process forked into it (cgroup membership is per
+    process), one child per cgroup, all at once."""
     limit = max(64, _raise_fd_limit(len(attempts) + 256) - 256)
-    return asyncio.run(_run(attempts, timeout, limit))
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, a in enumerate(attempts):
+        groups[a.cgroup].append(i)
+    results: list[Result | None] = [None] * len(attempts)
+    children: list[tuple[int, int, list[int]]] = []
+    for cg, idxs in groups.items():
+        if not cg:
+            continue
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                os.close(r)
+                with open(f"{cg}/cgroup.procs", "w") as f:
+                    f.write(str(os.getpid()))
+                out = asyncio.run(_run([attempts[i] for i in idxs], timeout, limit))
+                os.write(w, json.dumps([asdict(x) for x in out]).encode())
+            except BaseException:  # noqa: BLE001
+                code = 1
+            os._exit(code)
+        os.close(w)
+        children.append((pid, r, idxs))
+    local = groups.get("", [])
+    if local:
+        for i, res in zip(local, asyncio.run(_run([attempts[i] for i in local], timeout, limit)), strict=True):
+            results[i] = res
+    for pid, r, idxs in children:
+        data = b""
+        while chunk := os.read(r, 1 << 16):
+            data += chunk
+        os.close(r)
+        os.waitpid(pid, 0)
+        got = [Result(**x) for x in json.loads(data)] if data else [Result("error", "probe child failed")] * len(idxs)
+        for i, res in zip(idxs, got, strict=True):
+            results[i] = res
+    return [r if r is not None else Result("error", "not run") for r in results]
