@@ -266,9 +266,11 @@ def reverse(ip: str) -> str:
     return ".".join(reversed(ip.split("."))) + ".in-addr.arpa."
 
 
-@pytest.fixture(scope="module")
-def dns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = make_cluster(tmp_path_factory.mktemp("dns"), CONFIG, "-f", DEMO)
+@pytest.fixture(scope="module", params=["iptables", "ebpf"])
+def dns_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Cluster DNS behind the kube-dns VIP: DNATed by kube-proxy, or translated at connect()/sendmsg()
+    by the eBPF socket load balancer (replies must then show the VIP as their source)."""
+    c = make_cluster(tmp_path_factory.mktemp(f"dns-{request.param}"), CONFIG, "-f", DEMO, "--proxy-mode", request.param)
     try:
         c.apply(OBJECTS)
         c.ready_pods(NS, "app=web", 2)
@@ -658,9 +660,10 @@ spec:
 """
 
 
-@pytest.fixture(scope="module")
-def nodelocal_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = make_cluster(tmp_path_factory.mktemp("nodelocal"), NODELOCAL_CONFIG)
+@pytest.fixture(scope="module", params=["iptables", "ebpf"])
+def nodelocal_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = make_cluster(tmp_path_factory.mktemp(f"nodelocal-{request.param}"), NODELOCAL_CONFIG, "--proxy-mode",
+                     request.param)
     try:
         c.apply(NODELOCAL_OBJECTS)
         c.ready_pods("default", "app=echo", 1)
