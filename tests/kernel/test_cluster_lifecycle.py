@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import KW, Cluster, make_cluster
 
 DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo"
@@ -30,9 +32,18 @@ def root_netns_state() -> dict:
     }
 
 
-def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_path: Path) -> None:
+def cgroup_dirs() -> set[str]:
+    root = next((m for m in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if Path(m, "cgroup.procs").exists()), None)
+    return {p.name for p in Path(root).iterdir() if p.is_dir()} if root else set()
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ebpf"])
+def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_path: Path, mode: str) -> None:
+    """eBPF mode adds cgroups (one per node, every container in its node's) and BPF programs on them;
+    they go with `down` too, and the root namespace has no program or rule of ours either way."""
     before = root_netns_state()
-    c = make_cluster(tmp_path)
+    cgroups_before = cgroup_dirs()
+    c = make_cluster(tmp_path, None, "--proxy-mode", mode)
     try:
         c.kw("apply", "-f", str(DEMO))
         c.ready_pods("production", "app=payment-processor", 2)
@@ -44,12 +55,19 @@ def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_p
         procs = [(int(cs["containerID"].split("://")[1]), start_ticks(int(cs["containerID"].split("://")[1])))
                  for p in c.pods("production") for cs in p["status"]["containerStatuses"]]
         assert all(t is not None for _, t in procs)
+        if mode == "ebpf":
+            assert cgroup_dirs() - cgroups_before == {f"kubewire-{c.name}"}
+            first = c.pods("production")[0]
+            pid = int(first["status"]["containerStatuses"][0]["containerID"].split("://")[1])
+            cg = Path(f"/proc/{pid}/cgroup").read_text().strip()
+            assert cg.endswith(f"/kubewire-{c.name}/{first['spec']['nodeName']}"), cg
     finally:
         c.kw("down")
     assert root_netns_state() == before
     assert c.netns() == []
     assert not Path(f"/run/kubewire/{c.name}").exists()
     assert [p for p, t in procs if start_ticks(p) == t] == [], "containers outlived `down`"
+    assert cgroup_dirs() == cgroups_before, "down left a cgroup behind"
 
 
 def start_ticks(pid: int) -> int | None:
