@@ -82,6 +82,30 @@ elif mode == "connect": # TIMEOUT HOST:PORT...: every target at once
 elif mode == "peer":    # HOST PORT: the address the connected socket reports for its peer
     s = socket.create_connection((args[0], int(args[1])), timeout=2)
     print(json.dumps("%s:%d" % s.getpeername()))
+elif mode == "udp-hold":  # HOST PORT STARTED STOP: one connected socket asks, waits for STOP, asks
+    import os              # again; if that fails (the socket was aborted), it reconnects once and asks
+    host, port, started, stop = args
+    def ask(s):
+        try:
+            s.send(b"hostname")
+            return s.recv(512).decode()
+        except OSError as e:
+            return "!%s" % type(e).__name__
+    def connected():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.5)
+        s.connect((host, int(port)))
+        return s
+    s = connected()
+    out = [ask(s)]
+    open(started, "w").close()
+    end = time.time() + 60
+    while time.time() < end and not os.path.exists(stop):
+        time.sleep(0.02)
+    out.append(ask(s))
+    if out[-1].startswith("!"):
+        out.append(ask(connected()))
+    print(json.dumps(out))
 elif mode == "udp":     # HOST PORT SOURCE_PORT N: N datagrams "hostname" from a fixed source port
     host, port, sport, n = args
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -435,7 +459,7 @@ def test_pod_reaches_itself_through_its_service(env: Env) -> None:
     assert env.probe("loner", "http", env.vip("loner"), "80", "20", "/hostname") == ["loner"] * 20
 
 
-def test_udp_service_and_stale_conntrack_cleared(env: Env) -> None:
+def test_udp_service_and_stale_conntrack_cleared(env: Env, tmp_path: Path) -> None:
     c, (n1, _, n3) = env.c, env.nodes
     vip = env.vip("udp")
     old_ip = c.json("get", "pod", "udp-old")["status"]["podIP"]
@@ -454,6 +478,11 @@ def test_udp_service_and_stale_conntrack_cleared(env: Env) -> None:
         assert f"dst={old_ip} " in plain and "dport=5353" in plain, plain
     else:
         assert f"src={old_ip} " in entries(), "the client's node tracks the flow to the old backend"
+    # an application holding one connected UDP socket across the change
+    started, stop = tmp_path / "started", tmp_path / "stop"
+    hold = subprocess.Popen([*KW, "--name", c.name, "exec", "client-1", "--", "python3", "-c", PROBE, "udp-hold",
+                             vip, "53", str(started), str(stop)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    c.wait("the holding client to start", started.exists, timeout=20, interval=0.05)
     c.kw("delete", "pod", "udp-old")
     c.apply(pod("udp-new", "tier: udp", n3, ports="[{containerPort: 5353, protocol: UDP}]"))
     c.ready_pods("default", "tier=udp", 1)
@@ -464,6 +493,17 @@ def test_udp_service_and_stale_conntrack_cleared(env: Env) -> None:
     assert new_ip != old_ip
     # the same 5-tuple as before now reaches the new backend
     assert env.probe("client-1", "udp", vip, "53", "40053", "3") == ["udp-new"] * 3
+    stop.touch()
+    out, err = hold.communicate(timeout=30)
+    assert hold.returncode == 0, err
+    if env.mode == "ebpf":
+        # the socket was given udp-old at connect(): it is aborted (as Cilium does), and a reconnect
+        # reaches the new backend
+        # (EDESTADDRREQ on send, or ECONNABORTED; a timeout would mean the socket still points at udp-old)
+        assert json.loads(out) in (["udp-old", "!OSError", "udp-new"], ["udp-old", "!ConnectionAbortedError", "udp-new"]), out
+    else:
+        # conntrack flushed: the socket's next datagram is DNATed afresh
+        assert json.loads(out) == ["udp-old", "udp-new"], out
 
 
 def test_get_services_endpointslices_and_rules(env: Env) -> None:

@@ -51,7 +51,7 @@ def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
     if cfg.proxy_mode == "ebpf":
         from kubewire.kubeproxy.ebpf import EbpfProxyAgent
 
-        return [EbpfProxyAgent(n, cfg.pod_subnet, node_cgroup(cfg, n.name)) for n in topo.nodes]
+        return [EbpfProxyAgent(n, cfg.pod_subnet, node_cgroup(cfg, n.name), cfg.name) for n in topo.nodes]
     return [ProxyAgent(n, cfg.pod_subnet) for n in topo.nodes]
 
 

@@ -66,3 +66,50 @@ def listening(netns: str, ports: list[tuple[int, str]]) -> bool:
 
 
 __all__ = ["bound_ports", "listening"]
+
+
+SOCK_DESTROY = 21
+NLM_F_ACK = 0x4
+ALL_STATES = 0xFFFFFFFF
+
+
+def destroy_udp_to(netns: str, targets: set[tuple[str, int]]) -> int:
+    """Abort the UDP sockets in a namespace that are connected to one of `targets` (ip, port): the
+    eBPF mode's counterpart of flushing stale UDP conntrack entries, since a connected socket keeps
+    the backend it was given at connect(). The socket is disconnected with an error pending, so the
+    application's next call fails and it reconnects, as with Cilium's socket termination. Returns
+    how many were aborted."""
+    if not targets:
+        return 0
+    want = {(socket.inet_aton(ip), struct.pack("!H", port)) for ip, port in targets}
+    with entered(netns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+    try:
+        body = _REQ.pack(socket.AF_INET, socket.IPPROTO_UDP, 0, ALL_STATES)
+        sock.send(struct.pack("=IHHII", 16 + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + body)
+        ids: list[bytes] = []
+        done = False
+        while not done:
+            data = sock.recv(65536)
+            if not data:
+                break
+            off = 0
+            while off + 16 <= len(data):
+                length, mtype = struct.unpack_from("=IH", data, off)
+                if mtype in (NLMSG_DONE, NLMSG_ERROR):
+                    done = True
+                    break
+                sockid = data[off + 20:off + 68]  # inet_diag_msg: 4 bytes, then inet_diag_sockid (48)
+                if (sockid[20:24], sockid[2:4]) in want:
+                    ids.append(sockid)
+                off += (length + 3) & ~3
+        n = 0
+        for seq, sockid in enumerate(ids, start=2):
+            req = struct.pack("=BBBxI", socket.AF_INET, socket.IPPROTO_UDP, 0, ALL_STATES) + sockid
+            sock.send(struct.pack("=IHHII", 16 + len(req), SOCK_DESTROY, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + req)
+            ack = sock.recv(4096)
+            if len(ack) >= 20 and struct.unpack_from("=IHHIIi", ack)[1] == NLMSG_ERROR and struct.unpack_from("=i", ack, 16)[0] == 0:
+                n += 1
+        return n
+    finally:
+        sock.close()

@@ -18,14 +18,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kubewire.cluster.addressing import NodePlan
+from kubewire.cluster.addressing import NodePlan, pod_netns
 from kubewire.controllers.types import Snapshot
 from kubewire.kernel import bpf
 from kubewire.kernel import cgroup as kcgroup
+from kubewire.kernel.sockdiag import destroy_udp_to
 from kubewire.kubeproxy.agent import ProxyAgent
 from kubewire.proxy.ebpf import maps as M
 from kubewire.proxy.ebpf.programs import MapFds, connect, reverse
-from kubewire.proxy.ebpf.view import NodeView
+from kubewire.proxy.ebpf.view import Change, NodeView
 from kubewire.proxy.model import KubeProxyConfig, ServicePortName
 
 HOOKS = ((bpf.CGROUP_INET4_CONNECT, "connect"), (bpf.CGROUP_UDP4_SENDMSG, "connect"),
@@ -54,8 +55,9 @@ class Maps:
 
 
 class EbpfProxyAgent:
-    def __init__(self, node: NodePlan, cluster_cidr: str, cgroup_dir: str) -> None:
+    def __init__(self, node: NodePlan, cluster_cidr: str, cgroup_dir: str, cluster: str = "") -> None:
         self.node = node
+        self.cluster = cluster  # names the node's pod namespaces (for UDP socket termination)
         self.cgroup = cgroup_dir
         self.netfilter = ProxyAgent(node, cluster_cidr)
         self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
@@ -102,6 +104,7 @@ class EbpfProxyAgent:
         t1 = time.perf_counter()
         self.apply(writes)
         self.last_map_seconds = time.perf_counter() - t1
+        self._terminate_stale_udp(snap, ch)
         self.last_operations = writes.operations
         # netfilter: the Services the socket hooks do not fully serve on this node
         keep = [services[k] for k in self.view.netfilter if k in services]
@@ -113,6 +116,23 @@ class EbpfProxyAgent:
         self.last_duration = time.perf_counter() - t0
         self.last_sync = time.time()
         return True
+
+    def _terminate_stale_udp(self, snap: Snapshot, ch: Change) -> None:
+        """Connected UDP sockets of this node's pods that point at a backend which left: aborted
+        (upstream flushes the conntrack entries instead; here nothing is NATed, the socket itself
+        holds the stale choice)."""
+        gone = {b for n, o in ch.old.items() if o.protocol == "UDP"
+                for b in set(o.backends) - set(ch.new[n].backends if n in ch.new else ())}
+        if not gone or not self.cluster:
+            return
+        netnses = [self.node.netns] + [pod_netns(self.cluster, p["metadata"]["uid"]) for p in snap.list("Pod")
+                                       if p["spec"].get("nodeName") == self.node.name and not p["spec"].get("hostNetwork")
+                                       and p["metadata"].get("uid")]
+        for ns in netnses:
+            try:
+                destroy_udp_to(ns, gone)
+            except OSError:  # a pod namespace removed meanwhile
+                continue
 
     def apply(self, w: M.MapWrites) -> None:
         assert self.maps is not None
