@@ -6,10 +6,17 @@ new connection walks past all the others in KUBE-SERVICES. The other Services ar
 endpoints each on addresses nothing answers), rendered by the same planner as kube-proxy's and
 loaded into the client's node with iptables-restore. The control loop is paused meanwhile, so its
 own kube-proxy does not rewrite the table under the measurement.
+
+The syncs are timed as the agent (kubewire.kubeproxy.agent) does them. Full: every object parsed
+into the maps and every service port rendered, then iptables-save of what is there and one
+flushing iptables-restore. Partial, one endpoint leaving one Service: finding the changed slice
+among all objects, rendering its service port (the others come from the render cache), the
+trimmed payload; then `iptables-restore --noflush`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
 import sys
@@ -23,8 +30,8 @@ from kubewire.daemon import lifecycle
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import write_sysctls
 from kubewire.kernel.run import run
-from kubewire.proxy.iptables.render import node_params, plan_full, replace_tables, trim_unchanged
-from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
+from kubewire.proxy.iptables.render import RenderCache, node_params, plan_full, replace_tables, trim_unchanged
+from kubewire.proxy.model import SERVICE_NAME_LABEL, KubeProxyConfig, ProxyMaps
 from kubewire.store.apply import apply_documents
 
 PROBE = Path(__file__).with_name("latency_probe.py")
@@ -63,13 +70,14 @@ def filler(n: int) -> tuple[list[dict], list[dict]]:
     for i in range(n):
         ip = f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}"
         name = f"svc-{i:05d}"
-        svcs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "bench"},
+        svcs.append({"apiVersion": "v1", "kind": "Service",
+                     "metadata": {"name": name, "namespace": "bench", "resourceVersion": str(2 * i + 1)},
                      "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
                               "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}})
         eps = [{"addresses": [f"172.{16 + (i * 5 + k) // 65536}.{(i * 5 + k) // 256 % 256}.{(i * 5 + k) % 256}"],
                 "conditions": {"ready": True, "serving": True, "terminating": False}} for k in range(5)]
         slices.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                       "metadata": {"name": f"{name}-x", "namespace": "bench",
+                       "metadata": {"name": f"{name}-x", "namespace": "bench", "resourceVersion": str(2 * i + 2),
                                     "labels": {"kubernetes.io/service-name": name}},
                        "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
     return svcs, slices
@@ -141,24 +149,36 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
         for n in counts:
             log(f"  {n} Services: render, load, probe ...")
             fs, fsl = filler(n - 1)
-            svcs, slcs = fs + [probe_svc], fsl + probe_slices
+            # the objects as a Snapshot indexes them, which is what the agent hands its maps
+            svc_objs = {("Service", o["metadata"]["namespace"], o["metadata"]["name"]): o for o in fs + [probe_svc]}
+            slice_objs = {("EndpointSlice", o["metadata"]["namespace"], o["metadata"]["name"]): o
+                          for o in fsl + probe_slices}  # fmt: skip
+            # A full sync as the agent's first: parse every object, render every service port,
+            # then one flushing restore carrying over the others' rules (see kubeproxy.agent).
+            maps, cache = ProxyMaps(node.name), RenderCache()
             t0 = time.perf_counter()
-            smap, emap = build_service_map(svcs), build_endpoints_map(slcs, node.name)
-            payload = plan_full(smap, emap, params)
-            text_ = payload.text()
+            maps.update(svc_objs, slice_objs)
+            payload = plan_full(maps.service_map, maps.endpoints_map, params, (), None, cache)
             t1 = time.perf_counter()
-            # as the agent does a full sync: one flushing restore, others' rules carried over
             saved = {t: netfilter.save(node.netns, t) for t in ("filter", "nat")}
             netfilter.restore(node.netns, replace_tables(saved, payload), noflush=False)
             t2 = time.perf_counter()
-            nat_rules = sum(1 for line in text_.splitlines() if line.startswith("-A"))
-            # one endpoint changes in one Service: a partial sync
-            changed_key = next(k for k in sorted(smap, key=str) if emap.get(k))
-            emap2 = dict(emap)
-            if len(emap[changed_key]) > 1:  # the probe alone (1 Service): rewrite its chains unchanged
-                emap2[changed_key] = emap[changed_key][:-1]
+            nat_rules = sum(1 for line in payload.text().splitlines() if line.startswith("-A"))
+            # One endpoint leaves one Service (its slice gets a new resourceVersion): a partial
+            # sync as the agent's, from finding the change among all objects to the trimmed text.
+            changed_key = next(k for k in sorted(slice_objs) if slice_objs[k].get("endpoints"))
+            slice_objs2 = dict(slice_objs)
+            moved = slice_objs2[changed_key] = copy.deepcopy(slice_objs[changed_key])
+            moved["metadata"]["resourceVersion"] = "changed"
+            if len(moved["endpoints"]) > 1:  # the probe alone (1 Service): rewrite its chains unchanged
+                moved["endpoints"] = moved["endpoints"][:-1]
             t3 = time.perf_counter()
-            partial = trim_unchanged(plan_full(smap, emap2, params, payload.active_nat_chains, {changed_key}), payload)
+            names, _, _ = maps.update(svc_objs, slice_objs2)
+            changed = {k for k in maps.ports_of(names) if k in maps.service_map}
+            if not changed:
+                changed = {k for k in maps.service_map if k.name == moved["metadata"]["labels"][SERVICE_NAME_LABEL]}
+            after = plan_full(maps.service_map, maps.endpoints_map, params, payload.active_nat_chains, changed, cache)
+            partial = trim_unchanged(after, payload)
             t4 = time.perf_counter()
             netfilter.restore(node.netns, partial)
             t5 = time.perf_counter()

@@ -13,11 +13,13 @@ KUBE-NODEPORTS jumps) and what it may skip when the service did not change (its 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256 as _sha256
+from itertools import chain as _chain
+from itertools import compress, repeat
+from operator import attrgetter, is_, is_not
 
 from kubewire.proxy.model import (
     Endpoint,
@@ -63,10 +65,17 @@ NODEPORTS_LAST_COMMENT = '"kubernetes service nodeports; NOTE: this must be the 
 # ---------------------------------------------------------------------------------------------
 
 
+_B32_PAIRS = tuple(a + b for a in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for b in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
 def _hash16(text: str) -> str:
     # iptables chain names are limited to 28 characters: sha256, base32, first 16 characters.
-    # 16 base32 characters are exactly the first 10 bytes, so only those are encoded.
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
+    # 16 base32 characters are exactly the first 10 bytes (80 bits), encoded here 10 bits at a
+    # time (base64.b32encode is pure Python and was a third of a full render).
+    v = int.from_bytes(_sha256(text.encode()).digest()[:10], "big")
+    p = _B32_PAIRS
+    return (p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023] + p[(v >> 40) & 1023]
+            + p[(v >> 30) & 1023] + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023])  # fmt: skip
 
 
 def port_proto_hash(service_port_name: str, protocol: str) -> str:
@@ -310,30 +319,28 @@ def _service_to_endpoint_rules(
     chain: str,
     endpoints: Sequence[Endpoint],
     large_cluster: bool,
+    seps: Mapping[int, tuple[str, str]],
 ) -> None:
-    """writeServiceToEndpointRules: affinity checks first, then the 1/n probability ladder."""
+    """writeServiceToEndpointRules: affinity checks first, then the 1/n probability ladder.
+
+    `seps` gives each endpoint's ("ip:port", KUBE-SEP- chain), by id() of the Endpoint. The rules are what _line would
+    join, written as f-strings: this runs once per endpoint and is most of a full render."""
     if svc.session_affinity == "ClientIP":
+        seconds = svc.sticky_max_age_seconds
         for ep in endpoints:
-            sep = endpoint_chain_name(name, svc.protocol, str(ep))
-            comment = () if large_cluster else ("-m", "comment", "--comment", f'"{name} -> {ep}"')
-            out.append(
-                _line(
-                    "-A", chain, comment,
-                    "-m", "recent", "--name", sep,
-                    "--rcheck", "--seconds", str(svc.sticky_max_age_seconds), "--reap",
-                    "-j", sep,
-                )
-            )  # fmt: skip
-    n = len(endpoints)
+            text, sep = seps[id(ep)]
+            comment = "" if large_cluster else f'-m comment --comment "{name} -> {text}" '
+            out.append(f"-A {chain} {comment}-m recent --name {sep} --rcheck --seconds {seconds} --reap -j {sep}")
+    last = len(endpoints) - 1
     for i, ep in enumerate(endpoints):
-        sep = endpoint_chain_name(name, svc.protocol, str(ep))
-        comment = () if large_cluster else ("-m", "comment", "--comment", f'"{name} -> {ep}"')
-        stat = (
-            ("-m", "statistic", "--mode", "random", "--probability", compute_probability(n - i))
-            if i < n - 1
-            else ()
-        )
-        out.append(_line("-A", chain, comment, stat, "-j", sep))
+        text, sep = seps[id(ep)]
+        comment = "" if large_cluster else f'-m comment --comment "{name} -> {text}" '
+        if i < last:
+            out.append(
+                f"-A {chain} {comment}-m statistic --mode random --probability {compute_probability(last + 1 - i)} -j {sep}"
+            )
+        else:
+            out.append(f"-A {chain} {comment}-j {sep}")
 
 
 def plan_service_port(
@@ -393,13 +400,11 @@ def plan_service_port(
     match_proto = ("-m", proto, "-p", proto)
 
     # Capture the clusterIP.
+    cluster_ip_match = (
+        f'-m comment --comment "{name} cluster IP" -m {proto} -p {proto} -d {svc.cluster_ip} --dport {port}'
+    )
     if has_internal:
-        nat.append(
-            _line(
-                "-A", KUBE_SERVICES, "-m", "comment", "--comment", f'"{name} cluster IP"',
-                match_proto, "-d", svc.cluster_ip, "--dport", port, "-j", internal_chain,
-            )
-        )  # fmt: skip
+        nat.append(f"-A {KUBE_SERVICES} {cluster_ip_match} -j {internal_chain}")
     else:
         filt.append(
             _line(
@@ -497,16 +502,11 @@ def plan_service_port(
 
     # Internal traffic: masquerade what does not come from a local pod (or everything).
     if has_internal:
-        args = (
-            "-m", "comment", "--comment", f'"{name} cluster IP"',
-            match_proto, "-d", svc.cluster_ip, "--dport", port,
-        )  # fmt: skip
         if params.masquerade_all:
-            chain_rules.append(_line("-A", internal_chain, args, "-j", mark_masq))
+            chain_rules.append(f"-A {internal_chain} {cluster_ip_match} -j {mark_masq}")
         elif params.local_detector is not None:
-            chain_rules.append(
-                _line("-A", internal_chain, args, params.local_detector.if_not_local, "-j", mark_masq)
-            )
+            not_local = " ".join(params.local_detector.if_not_local)
+            chain_rules.append(f"-A {internal_chain} {cluster_ip_match} {not_local} -j {mark_masq}")
 
     # External traffic: everything NodePort/externalIP/LB-bound enters the EXT chain.
     if uses_ext_chain:
@@ -574,27 +574,34 @@ def plan_service_port(
             )
         )  # fmt: skip
 
+    # Each endpoint's "ip:port" and KUBE-SEP- chain, hashed once (the merged list holds them all).
+    # (by identity: the lists hold the same objects, and hashing a frozen dataclass is slow).
+    seps: dict[int, tuple[str, str]] = {}
+    for ep in (*cat.all_reachable, *cat.cluster, *cat.local):
+        if id(ep) not in seps:
+            text = str(ep)
+            seps[id(ep)] = (text, SEP_PREFIX + _hash16(name + proto + text))
+
     if uses_cluster_chain:
         chains.append(chain_line(cluster_chain))
         active.append(cluster_chain)
-        _service_to_endpoint_rules(chain_rules, name, svc, cluster_chain, cat.cluster, large_cluster)
+        _service_to_endpoint_rules(chain_rules, name, svc, cluster_chain, cat.cluster, large_cluster, seps)
 
     if uses_local_chain:
         chains.append(chain_line(local_chain))
         active.append(local_chain)
-        _service_to_endpoint_rules(chain_rules, name, svc, local_chain, cat.local, large_cluster)
+        _service_to_endpoint_rules(chain_rules, name, svc, local_chain, cat.local, large_cluster, seps)
 
+    comment = "" if large_cluster else f"-m comment --comment {name} "
+    affinity = svc.session_affinity == "ClientIP"
     for ep in cat.all_reachable:
-        sep = endpoint_chain_name(name, svc.protocol, str(ep))
-        chains.append(chain_line(sep))
+        text, sep = seps[id(ep)]
+        chains.append(f":{sep} - [0:0]")
         active.append(sep)
-        head = ("-A", sep) if large_cluster else ("-A", sep, "-m", "comment", "--comment", name)
         # Hairpin: a pod reaching itself through the service must be masqueraded.
-        chain_rules.append(_line(head, "-s", ep.ip, "-j", mark_masq))
-        affinity = ("-m", "recent", "--name", sep, "--set") if svc.session_affinity == "ClientIP" else ()
-        chain_rules.append(
-            _line(head, affinity, match_proto, "-j", "DNAT", "--to-destination", str(ep))
-        )  # fmt: skip
+        chain_rules.append(f"-A {sep} {comment}-s {ep.ip} -j {mark_masq}")
+        recent = f"-m recent --name {sep} --set " if affinity else ""
+        chain_rules.append(f"-A {sep} {comment}{recent}-m {proto} -p {proto} -j DNAT --to-destination {text}")
 
     return rules
 
@@ -606,13 +613,19 @@ def plan_service_port(
 
 @dataclass
 class Payload:
-    """A rendered sync, kept in pieces so callers can count or diff them."""
+    """A rendered sync, kept in pieces so callers can count or diff them.
+
+    `nat_base` holds the rules of the nat base chains (NAT_BASE_CHAINS) as written in this sync,
+    and `nat_other` (partial syncs only) the other nat lines (service chains' rules, deletions),
+    so that trim_unchanged can drop unchanged base chains without scanning every rule."""
 
     filter_chains: list[str]
     filter_rules: list[str]
     nat_chains: list[str]
     nat_rules: list[str]
     active_nat_chains: set[str]
+    nat_base: dict[str, list[str]] | None = None
+    nat_other: list[str] | None = None
 
     def text(self) -> str:
         lines = [
@@ -626,6 +639,83 @@ class Payload:
             "COMMIT",
         ]
         return "\n".join(lines) + "\n"
+
+
+@dataclass
+class _Rendered:
+    """One service port as last rendered, and what it was rendered from."""
+
+    svc: ServicePort
+    endpoints: Sequence[Endpoint]
+    rules: ServicePortRules
+    services_jumps: list[str]  # its rules in KUBE-SERVICES, in order
+    nodeports_jumps: list[str]  # and in KUBE-NODEPORTS
+
+
+class RenderCache:
+    """What plan_full rendered for each service port, for the next sync to reuse.
+
+    An entry is reused only while its ServicePort and its endpoint list are the very same objects
+    as last time (identity, not equality: kube-proxy's incremental maps hand out new objects for
+    what changed and keep the others) and the node parameters and the large-cluster switch did
+    not change. A sync after one endpoint change then renders one service port instead of all of
+    them, and its payload is still exactly what rendering everything gives."""
+
+    def __init__(self) -> None:
+        self.params: NodeParams | None = None
+        self.large: bool | None = None
+        self.keys: list[ServicePortName] = []  # write order
+        self.slots: list[_Rendered | None] = []  # what was rendered for keys[i]
+        self.index: dict[ServicePortName, int] = {}  # position in keys
+
+    @property
+    def entries(self) -> dict[ServicePortName, _Rendered]:
+        return {k: e for k, e in zip(self.keys, self.slots, strict=True) if e is not None}
+
+    def _lookup(self, service_map: Mapping[ServicePortName, ServicePort]) -> list[ServicePort]:
+        """The ServicePorts in write order; the keys are sorted again only when the set of service
+        ports changed (then one of the old keys is missing, or the count differs)."""
+        if len(service_map) == len(self.keys):
+            try:
+                return list(map(service_map.__getitem__, self.keys))
+            except KeyError:
+                pass
+        kept = self.entries
+        self.keys = _write_order(service_map)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.slots = [kept.get(k) for k in self.keys]
+        return list(map(service_map.__getitem__, self.keys))
+
+    def _prepare(self, params: NodeParams, large: bool) -> None:
+        if params != self.params or large != self.large:
+            self.slots = [None] * len(self.keys)
+            self.params, self.large = params, large
+
+
+_SVC = attrgetter("svc")
+_ENDPOINTS = attrgetter("endpoints")
+_FILTER_RULES = attrgetter("filter_rules")
+_NAT_RULES = attrgetter("nat_rules")
+_ACTIVE = attrgetter("active_nat_chains")
+_SERVICES_JUMPS = attrgetter("services_jumps")
+_NODEPORTS_JUMPS = attrgetter("nodeports_jumps")
+
+
+_EMPTY = _Rendered(None, None, ServicePortRules(), [], [])  # type: ignore[arg-type]
+
+
+def _write_order(service_map: Mapping[ServicePortName, ServicePort]) -> list[ServicePortName]:
+    return sorted(service_map, key=lambda k: (str(k), k.protocol))
+
+
+def _render(
+    svc: ServicePort, endpoints: Sequence[Endpoint], params: NodeParams, large: bool
+) -> _Rendered:
+    rules = plan_service_port(svc, endpoints, params, large)
+    services_prefix = f"-A {KUBE_SERVICES} "
+    services = [r for r in rules.nat_rules if r.startswith(services_prefix)]
+    nodeports = [r for r in rules.nat_rules if not r.startswith(services_prefix)]
+    return _Rendered(svc, endpoints, rules, services, nodeports)
 
 
 def is_large_cluster(
@@ -642,13 +732,16 @@ def plan_full(
     params: NodeParams,
     existing_nat_chains: Iterable[str] = (),
     changed: set[ServicePortName] | None = None,
+    cache: RenderCache | None = None,
 ) -> Payload:
     """A full sync from already-built maps. `existing_nat_chains` (from iptables-save) lets the
     payload delete service chains that are no longer used, as upstream does.
 
     With `changed` (a partial sync, as upstream since 1.26): the chains of service ports not in it
     are left out, since `iptables-restore --noflush` leaves unmentioned chains alone; KUBE-SERVICES,
-    KUBE-NODEPORTS and the filter table are still written whole."""
+    KUBE-NODEPORTS and the filter table are still written whole. With `cache`, service ports whose
+    ServicePort and endpoint list are the objects rendered last time are not rendered again (see
+    RenderCache); the payload is the same with or without it."""
     mark = params.masquerade_mark
     filter_chains = [
         chain_line(c)
@@ -668,13 +761,14 @@ def plan_full(
     ]
     if params.random_fully:
         masquerade.append("--random-fully")
-    nat_rules = [
+    postrouting = [
         _line("-A", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN"),
         # Clear the mark so a packet re-traversing the stack is not masqueraded twice.
         _line("-A", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark),
         _line(masquerade),
-        _line("-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark),
     ]
+    mark_masq_rules = [_line("-A", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)]
+    nat_rules = [*postrouting, *mark_masq_rules]
     if not params.is_ipv6 and params.localhost_nodeports:
         # route_localnet opens 127.0.0.0/8 to the network (issue 90259); this closes it again.
         filter_chains.append(chain_line(KUBE_FIREWALL))
@@ -686,22 +780,47 @@ def plan_full(
             )
         )  # fmt: skip
 
-    large = is_large_cluster(service_map, endpoints_map)
-    active: set[str] = set()
-    for key in sorted(service_map, key=lambda k: (str(k), k.protocol)):
-        svc_rules = plan_service_port(service_map[key], endpoints_map.get(key, ()), params, large)
-        filter_rules.extend(svc_rules.filter_rules)
-        nat_rules.extend(svc_rules.nat_rules)
-        if changed is None or key in changed:
+    if cache is None:
+        cache = RenderCache()
+    # These walks are the whole cost of a partial sync at 10k Services: kept in C (map, chain).
+    svcs = cache._lookup(service_map)
+    keys = cache.keys
+    endpoint_lists = list(map(endpoints_map.get, keys, repeat((), len(keys))))
+    # is_large_cluster, from the lists at hand
+    large = sum(map(len, endpoint_lists)) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+    cache._prepare(params, large)
+    slots = cache.slots
+    # which slots to render again: empty, or rendered from other objects (compared in C)
+    stale = set(compress(range(len(slots)), map(is_, slots, repeat(None))))
+    filled = [_EMPTY if done is None else done for done in slots]
+    stale.update(compress(range(len(slots)), map(is_not, map(_SVC, filled), svcs)))
+    stale.update(compress(range(len(slots)), map(is_not, map(_ENDPOINTS, filled), endpoint_lists)))
+    for i in stale:
+        slots[i] = _render(svcs[i], endpoint_lists[i], params, large)
+    rendered = [done.rules for done in slots]  # type: ignore[union-attr]
+    filter_rules.extend(_chain.from_iterable(map(_FILTER_RULES, rendered)))
+    services_rules = list(_chain.from_iterable(map(_SERVICES_JUMPS, slots)))
+    nodeports_rules = list(_chain.from_iterable(map(_NODEPORTS_JUMPS, slots)))
+    active: set[str] = set().union(*map(_ACTIVE, rendered))
+    other: list[str] = []  # the nat lines of the service ports' own chains, and deletions
+    if changed is None:
+        for svc_rules in rendered:
+            nat_rules.extend(svc_rules.nat_rules)
             nat_chains.extend(svc_rules.nat_chains)
             nat_rules.extend(svc_rules.nat_chain_rules)
-        active.update(svc_rules.active_nat_chains)
+    else:
+        nat_rules.extend(_chain.from_iterable(map(_NAT_RULES, rendered)))
+        for i in sorted(cache.index[k] for k in changed if k in cache.index):
+            nat_chains.extend(rendered[i].nat_chains)
+            other.extend(rendered[i].nat_chain_rules)
+        nat_rules.extend(other)
 
     for chain in sorted(set(existing_nat_chains) - active):
         if is_service_chain_name(chain):
             # A chain line flushes it; -X then removes it.
             nat_chains.append(chain_line(chain))
             nat_rules.append(f"-X {chain}")
+            other.append(f"-X {chain}")
 
     # Tail-call to KUBE-NODEPORTS; must stay after every service portal rule.
     if params.nodeport_match_all:
@@ -710,35 +829,22 @@ def plan_full(
             destinations += ["!", "-d", "::1/128"]
         elif not params.localhost_nodeports:
             destinations += ["!", "-d", "127.0.0.0/8"]
-        nat_rules.append(
-            _line(
-                "-A",
-                KUBE_SERVICES,
-                "-m",
-                "comment",
-                "--comment",
-                NODEPORTS_LAST_COMMENT,
-                destinations,
-                "-j",
-                KUBE_NODEPORTS,
-            )
-        )
+        tail = [_line("-A", KUBE_SERVICES, "-m", "comment", "--comment", NODEPORTS_LAST_COMMENT, destinations,
+                      "-j", KUBE_NODEPORTS)]  # fmt: skip
     else:
-        for ip in params.nodeport_ips:
-            nat_rules.append(
-                _line(
-                    "-A",
-                    KUBE_SERVICES,
-                    "-m",
-                    "comment",
-                    "--comment",
-                    NODEPORTS_LAST_COMMENT,
-                    "-d",
-                    ip,
-                    "-j",
-                    KUBE_NODEPORTS,
-                )
-            )
+        tail = [
+            _line("-A", KUBE_SERVICES, "-m", "comment", "--comment", NODEPORTS_LAST_COMMENT, "-d", ip,
+                  "-j", KUBE_NODEPORTS)
+            for ip in params.nodeport_ips
+        ]  # fmt: skip
+    nat_rules.extend(tail)
+    services_rules.extend(tail)
+    nat_base = {
+        KUBE_SERVICES: services_rules,
+        KUBE_NODEPORTS: nodeports_rules,
+        KUBE_POSTROUTING: postrouting,
+        KUBE_MARK_MASQ: mark_masq_rules,
+    }
 
     if not params.tcp_be_liberal:
         # INVALID packets would otherwise reach pods un-DNATed and get reset (issue 74839).
@@ -762,7 +868,8 @@ def plan_full(
             "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT",
         )
     )  # fmt: skip
-    return Payload(filter_chains, filter_rules, nat_chains, nat_rules, active)
+    return Payload(filter_chains, filter_rules, nat_chains, nat_rules, active, nat_base,
+                   other if changed is not None else None)  # fmt: skip
 
 
 def render_full(
@@ -862,23 +969,33 @@ NAT_BASE_CHAINS = (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MA
 
 
 def trim_unchanged(payload: Payload, previous: Payload | None) -> str:
-    """A partial sync's text without the nat base chains whose rules did not change since the last
-    sync. With --noflush an undeclared chain is left as it is, and rewriting a KUBE-SERVICES of 10k
-    rules is most of what a one-endpoint change costs in iptables-nft; the rules in the kernel stay
-    exactly what a full rewrite would give."""
+    """A partial sync's text without what did not change since the last sync: the nat base chains
+    whose rules are the same, and the filter table if all of it is the same. With --noflush an
+    undeclared chain (or table) is left as it is, and rewriting a KUBE-SERVICES of 10k rules is
+    most of what a one-endpoint change costs in iptables-nft; the rules in the kernel stay exactly
+    what a full rewrite would give."""
     if previous is None:
         return payload.text()
-
-    def by_chain(p: Payload) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {c: [] for c in NAT_BASE_CHAINS}
-        for r in p.nat_rules:
-            parts = r.split(" ", 2)
-            if parts[0] == "-A" and parts[1] in out:
-                out[parts[1]].append(r)
-        return out
-
-    now, before = by_chain(payload), by_chain(previous)
+    now, before = _base_rules(payload), _base_rules(previous)
     same = {c for c in NAT_BASE_CHAINS if now[c] == before[c]}
-    nat_chains = [c for c in payload.nat_chains if c[1:].split()[0] not in same]
-    nat_rules = [r for r in payload.nat_rules if not (r.startswith("-A ") and r.split(" ", 2)[1] in same)]
-    return Payload(payload.filter_chains, payload.filter_rules, nat_chains, nat_rules, payload.active_nat_chains).text()
+    nat_chains = [c for c in payload.nat_chains if c[1:].split(" ", 1)[0] not in same]
+    if payload.nat_other is not None and payload.nat_base is not None:
+        nat_rules = [r for c in NAT_BASE_CHAINS if c not in same for r in now[c]] + payload.nat_other
+    else:
+        nat_rules = [r for r in payload.nat_rules if not (r.startswith("-A ") and r.split(" ", 2)[1] in same)]
+    lines: list[str] = []
+    if payload.filter_chains != previous.filter_chains or payload.filter_rules != previous.filter_rules:
+        lines += ["*filter", *payload.filter_chains, *payload.filter_rules, "COMMIT"]
+    lines += ["*nat", *nat_chains, *nat_rules, "COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+def _base_rules(p: Payload) -> dict[str, list[str]]:
+    if p.nat_base is not None:
+        return p.nat_base
+    out: dict[str, list[str]] = {c: [] for c in NAT_BASE_CHAINS}
+    for r in p.nat_rules:
+        parts = r.split(" ", 2)
+        if parts[0] == "-A" and parts[1] in out:
+            out[parts[1]].append(r)
+    return out
