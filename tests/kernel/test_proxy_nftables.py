@@ -5,7 +5,9 @@ The test owns its namespaces (kw-nft<id>-{node,srv1,srv2,cli}), built by hand li
 a cni0 bridge with pods on veths, br_netfilter on. Servers are small Python HTTP responders that
 answer with their own address. It shows a ClusterIP connection DNATed to a pod (from a pod, from
 the node itself, and a pod reaching itself through its Service), a partial sync moving the
-Service to another endpoint, and a Service without endpoints rejecting connections.
+Service to another endpoint, a Service without endpoints rejecting connections, NodePorts from
+outside the node (kw-nft<id>-ext, on the node's eth0) under both external traffic policies, and
+ClientIP session affinity.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_ser
 from kubewire.proxy.nftables import nft_params, render_full
 
 VIP = "10.96.0.10"
+NODE_PORT = 30080
+PARAMS = nft_params(KubeProxyConfig(cluster_cidr="10.244.0.0/16"), "node", ["172.18.0.2"], {}, "IPv4", (),
+                    ["10.96.0.0/12"])  # fmt: skip
 SERVER = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -42,20 +47,24 @@ def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.C
     return p
 
 
-def service(endpoints: list[str]) -> tuple[list[dict], list[dict]]:
+def service(endpoints: list[str], nodes: dict[str, str] | None = None, **spec) -> tuple[list[dict], list[dict]]:
+    """Service default/web at VIP:80 -> 8080 on the endpoints (on node "node" unless `nodes` says)."""
+    port = {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}
+    if spec.get("type") == "NodePort":
+        port["nodePort"] = NODE_PORT
     svc = {"kind": "Service", "metadata": {"namespace": "default", "name": "web"},
-           "spec": {"clusterIP": VIP, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}
+           "spec": {"clusterIP": VIP, "ports": [port], **spec}}
     eps = {"kind": "EndpointSlice", "addressType": "IPv4",
            "metadata": {"namespace": "default", "name": "web-1", "labels": {"kubernetes.io/service-name": "web"}},
            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-           "endpoints": [{"addresses": [ip], "nodeName": "node"} for ip in endpoints]}  # fmt: skip
+           "endpoints": [{"addresses": [ip], "nodeName": (nodes or {}).get(ip, "node")} for ip in endpoints]}  # fmt: skip
     return [svc], [eps]
 
 
 @pytest.fixture
 def node():
     tag = f"kw-nft{uuid.uuid4().hex[:6]}"
-    names = {k: f"{tag}-{k}" for k in ("node", "srv1", "srv2", "cli")}
+    names = {k: f"{tag}-{k}" for k in ("node", "srv1", "srv2", "cli", "ext")}
     procs: list[subprocess.Popen] = []
     try:
         for n in names.values():
@@ -65,10 +74,14 @@ def node():
         sh("ip", "-n", nodens, "addr", "add", "10.244.1.1/24", "dev", "cni0")
         sh("ip", "-n", nodens, "link", "set", "cni0", "up")
         sh("ip", "-n", nodens, "link", "set", "lo", "up")
-        # eth0 and a default route, as a node has (the Service range is not routed anywhere else)
-        sh("ip", "-n", nodens, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0peer")
+        # eth0 and a default route, as a node has (the Service range is not routed anywhere else);
+        # the other end is a client outside the node
+        ext = names["ext"]
+        sh("ip", "-n", nodens, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", ext)
         sh("ip", "-n", nodens, "addr", "add", "172.18.0.2/24", "dev", "eth0")
-        sh("ip", "-n", nodens, "link", "set", "eth0peer", "up")
+        sh("ip", "-n", ext, "addr", "add", "172.18.0.1/24", "dev", "eth0")
+        sh("ip", "-n", ext, "link", "set", "eth0", "up")
+        sh("ip", "-n", ext, "link", "set", "lo", "up")
         sh("ip", "-n", nodens, "link", "set", "eth0", "up")
         sh("ip", "-n", nodens, "route", "add", "default", "via", "172.18.0.1")
         for key in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
@@ -93,11 +106,11 @@ def node():
         sh("ip", "-batch", "-", check=False, input="".join(f"netns del {n}\n" for n in names.values()))
 
 
-def fetch(netns: str, url: str) -> str:
+def fetch(netns: str, url: str, timeout: float = 3) -> str:
     code = (
         "import sys, urllib.request\n"
         "try:\n"
-        f"    print(urllib.request.urlopen({url!r}, timeout=3).read().decode())\n"
+        f"    print(urllib.request.urlopen({url!r}, timeout={timeout}).read().decode())\n"
         "except Exception as e:\n"
         "    print('ERROR', type(e).__name__, e)\n"
     )
@@ -123,7 +136,7 @@ def test_clusterip_dnat_partial_sync_and_reject(node, layout: str) -> None:
         assert "chain service-" in table and "numgen random mod 1 vmap" in table
     else:
         table = sh("ip", "netns", "exec", node["node"], "nft", "list", "table", "ip", "kube-proxy-flat").stdout
-        assert "numgen random mod 1 map @endpoints" in table and "/tcp/" not in table
+        assert "numgen random mod 1 map @k1" in table and "/tcp/" not in table
 
     # From a pod on the node: DNATed to srv1, source address kept (pod traffic is not masqueraded).
     assert fetch(node["cli"], f"http://{VIP}/") == "srv1 saw 10.244.1.4"
@@ -158,7 +171,8 @@ def test_clusterip_dnat_partial_sync_and_reject(node, layout: str) -> None:
     assert seen == {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
 
 
-def test_agent_syncs_from_snapshots(node) -> None:
+@pytest.mark.parametrize("layout", ["upstream", "flat", "auto"])
+def test_agent_syncs_from_snapshots(node, layout: str) -> None:
     """NftProxyAgent, as the control loop drives it: a Snapshot in, partial syncs after the first."""
     from kubewire.cluster.addressing import NodePlan
     from kubewire.controllers.types import Snapshot
@@ -166,7 +180,7 @@ def test_agent_syncs_from_snapshots(node) -> None:
 
     plan = NodePlan(name="node", index=0, zone="z", zone_index=0, region="r", netns=node["node"], ip="172.18.0.2",
                     gateway="172.18.0.1", pod_cidr="10.244.1.0/24", bridge_ip="10.244.1.1", fabric_port="x")  # fmt: skip
-    agent = NftProxyAgent(plan, "10.244.0.0/16", "10.96.0.0/12")
+    agent = NftProxyAgent(plan, "10.244.0.0/16", "10.96.0.0/12", layout=layout)
 
     def snap(endpoints: list[str], rv: str) -> Snapshot:
         svcs, slices = service(endpoints)
@@ -180,3 +194,80 @@ def test_agent_syncs_from_snapshots(node) -> None:
     assert agent.sync(snap(["10.244.1.3"], "2")) and agent.last_result.kind == "partial"
     assert agent.last_result.operations < 30
     assert fetch(node["cli"], f"http://{VIP}/") == "srv2 saw 10.244.1.4"
+
+
+def sync(syncer: NftSyncer, objects: tuple[list[dict], list[dict]]):  # noqa: ANN201
+    svcs, slices = objects
+    return syncer.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), PARAMS)
+
+
+@pytest.mark.parametrize("layout", ["upstream", "flat"])
+def test_nodeport_and_traffic_policies(node, layout: str) -> None:
+    syncer = NftSyncer(node["node"], layout=layout, pod_cidrs=["10.244.1.0/24"])
+    url = f"http://172.18.0.2:{NODE_PORT}/"
+    # externalTrafficPolicy Cluster: from outside, masqueraded to the node's address on the pods' bridge.
+    sync(syncer, service(["10.244.1.2"], type="NodePort"))
+    assert fetch(node["ext"], url) == "srv1 saw 10.244.1.1"
+    assert fetch(node["cli"], f"http://{VIP}/") == "srv1 saw 10.244.1.4"
+    # Local: the client's own address is kept.
+    sync(syncer, service(["10.244.1.2"], type="NodePort", externalTrafficPolicy="Local"))
+    assert fetch(node["ext"], url) == "srv1 saw 172.18.0.1"
+    # Local with the only endpoint "on another node": dropped from outside; a pod's connection
+    # to the NodePort is short-circuited to the cluster-wide endpoints.
+    sync(syncer, service(["10.244.1.3"], {"10.244.1.3": "other"}, type="NodePort", externalTrafficPolicy="Local"))
+    assert fetch(node["ext"], url, timeout=1).startswith("ERROR")
+    assert fetch(node["cli"], url) == "srv2 saw 10.244.1.4"
+    # No endpoints: rejected at once.
+    sync(syncer, service([], type="NodePort"))
+    t0 = time.monotonic()
+    out = fetch(node["ext"], url)
+    assert "refused" in out.lower() and time.monotonic() - t0 < 2.5
+
+
+@pytest.mark.parametrize("layout", ["upstream", "flat"])
+def test_session_affinity(node, layout: str) -> None:
+    syncer = NftSyncer(node["node"], layout=layout, pod_cidrs=["10.244.1.0/24"])
+    spec = {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}
+    sync(syncer, service(["10.244.1.2", "10.244.1.3"], **spec))
+    seen = {fetch(node["cli"], f"http://{VIP}/") for _ in range(8)}
+    assert len(seen) == 1 and seen <= {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
+    (first,) = seen
+    # The endpoint it sticks to goes: the client moves to the other one and sticks there.
+    other = "10.244.1.3" if first.startswith("srv1") else "10.244.1.2"
+    result = sync(syncer, service([other], **spec))
+    assert result.kind == "partial"
+    assert {fetch(node["cli"], f"http://{VIP}/") for _ in range(4)} == {
+        f"{'srv2' if first.startswith('srv1') else 'srv1'} saw 10.244.1.4"
+    }
+    # Both again: stays with the one it has.
+    sync(syncer, service(["10.244.1.2", "10.244.1.3"], **spec))
+    assert len({fetch(node["cli"], f"http://{VIP}/") for _ in range(6)}) == 1
+
+
+def test_flat_parameter_change_and_layout_switch(node) -> None:
+    """New node parameters rewrite the flat table's rules in place (and a later new endpoint
+    count still gets its map); a kube-proxy restarted in the other layout replaces the table."""
+    ns = node["node"]
+    flat = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"])
+    sync(flat, service(["10.244.1.2"]))
+    assert fetch(node["cli"], f"http://{VIP}/") == "srv1 saw 10.244.1.4"
+    other = nft_params(KubeProxyConfig(cluster_cidr="10.244.0.0/16"), "node", ["172.18.0.2"], {}, "IPv4", (),
+                       ["10.96.0.0/12", "10.200.0.0/16"])  # fmt: skip
+    svcs, slices = service(["10.244.1.2"])
+    r = flat.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), other)
+    assert r.kind == "full" and r.operations < 60  # its rules rewritten (a new table: 77)
+    table = sh("ip", "netns", "exec", ns, "nft", "list", "chain", "ip", "kube-proxy-flat", "cluster-ips-check").stdout
+    assert "10.200.0.0/16" in table
+    svcs, slices = service(["10.244.1.2", "10.244.1.3"])
+    assert flat.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), other).kind == "partial"
+    assert {fetch(node["cli"], f"http://{VIP}/") for _ in range(16)} == {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
+
+    tables = lambda: sh("ip", "netns", "exec", ns, "nft", "list", "tables").stdout  # noqa: E731
+    upstream = NftSyncer(ns, layout="upstream")
+    assert upstream.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), PARAMS).kind == "initial"
+    assert "kube-proxy-flat" not in tables() and "ip kube-proxy" in tables()
+    assert fetch(node["cli"], f"http://{VIP}/") in {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
+    flat = NftSyncer(ns, layout="flat")
+    assert flat.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), PARAMS).kind == "initial"
+    assert "kube-proxy-flat" in tables() and "ip kube-proxy\n" not in tables()
+    assert fetch(node["cli"], f"http://{VIP}/") in {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}

@@ -2,8 +2,9 @@
 
 Run in a scratch network namespace of its own (`kw-nftbench-<pid>`, removed at the end); the
 Services are the same synthetic ones as `kubewire bench services` (one TCP port, 5 endpoints each).
-For each count N, wall-clock, everything included (parsing objects into kube-proxy's maps,
-planning, `nft -f`):
+For each count N, wall-clock, everything included (seeing which objects changed and parsing
+them into kube-proxy's maps, planning, `nft -f`), timed as NftProxyAgent runs a sync: from a
+Snapshot of the objects (built untimed, as the control loop builds it before calling the agents):
 
 * `upstream_single`: upstream's full sync as one transaction (what `proxy render --mode
   nftables` prints) into an empty table; only up to `upstream_max` Services (super-linear:
@@ -11,9 +12,12 @@ planning, `nft -f`):
 * per layout (`upstream`: upstream's table as the applier writes it, chunked; `flat`: the
   optional flat layout):
   - `initial`: the first sync, from the objects, into an empty namespace;
-  - `full`: a full resync of the same objects (as after a node label change);
+  - `full`: a full resync of the same objects after the node's zone label changed (every
+    Service is recomputed; without topology hints nothing changes, so the flat layout writes
+    nothing);
   - `one_endpoint`: one endpoint of one Service replaced (one EndpointSlice changed);
-  - `add_service`: one Service and its EndpointSlice added.
+  - `add_service`: one Service and its EndpointSlice added;
+  - `*_apply`: of which `nft -f`; `*_maps`: of which seeing what changed and parsing it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import os
 import time
 
 from kubewire.bench.services import filler
+from kubewire.controllers.types import Snapshot
 from kubewire.kernel import ip
 from kubewire.kernel.run import in_netns, run
 from kubewire.kubeproxy.nftables import CHUNK, MapCache, NftSyncer, SyncResult, delete_table
@@ -33,6 +38,7 @@ from kubewire.proxy.nftables.render import TABLE
 
 NODE = "bench-node"
 NODE_IP = "172.18.0.2"
+NODE_POD_CIDR = "10.244.0.0/24"  # the filler's endpoints (172.16.0.0/12, no nodeName) are not in it
 CONFIG = KubeProxyConfig(cluster_cidr="10.244.0.0/16")
 SERVICE_CIDRS = ["10.96.0.0/12"]
 
@@ -61,28 +67,32 @@ def measure_layout(netns: str, n: int, layout: str, chunk: int) -> dict:
     gc.freeze()  # the objects are long-lived, as in the control loop (which freezes its heap too)
     out: dict = {}
     cache = MapCache(NODE)
-    syncer = NftSyncer(netns, chunk, layout)
+    syncer = NftSyncer(netns, chunk, layout, [NODE_POD_CIDR])
 
-    def sync(full: bool = False) -> tuple[float, SyncResult]:
+    def sync(label: str) -> SyncResult:
+        snap = Snapshot.of(services + slices)
         t0 = time.perf_counter()
-        changed, _, _ = cache.update(services, slices)
-        r = syncer.sync(cache.service_map, cache.endpoints_map, params, full=full, changed=changed)
-        return round(time.perf_counter() - t0, 3), r
+        changed, _, _, _ = cache.update_snapshot(snap)
+        t1 = time.perf_counter()
+        r = syncer.sync(cache.service_map, cache.endpoints_map, params, changed=changed, ports_of=cache.ports_of)
+        out[label] = round(time.perf_counter() - t0, 3)
+        out[f"{label}_maps"] = round(t1 - t0, 3)
+        out[f"{label}_apply"] = round(r.apply_seconds, 3)
+        out[f"{label}_operations"] = r.operations
+        return r
 
-    out["initial"], r = sync()
+    r = sync("initial")
     out["initial_transactions"] = r.transactions
-    out["full"], r = sync(full=True)
-    out["full_operations"] = r.operations
+    # the node's zone label changed: every Service is recomputed
+    params = nft_params(CONFIG, NODE, [NODE_IP], {"topology.kubernetes.io/zone": "z1"}, "IPv4", (), SERVICE_CIDRS)
+    sync("full")
     slices[n // 2]["endpoints"][0]["addresses"] = ["172.31.255.254"]
     _bump(slices[n // 2], "2")
-    out["one_endpoint"], r = sync()
-    out["one_endpoint_apply"] = round(r.apply_seconds, 3)
-    out["one_endpoint_operations"] = r.operations
+    sync("one_endpoint")
     more_svcs, more_slices = filler(n + 1)
     services.append(_bump(more_svcs[-1], "1"))
     slices.append(_bump(more_slices[-1], "1"))
-    out["add_service"], r = sync()
-    out["add_service_operations"] = r.operations
+    sync("add_service")
     delete_table(netns, "ip", TABLE)
     delete_table(netns, "ip", FLAT_TABLE)
     gc.unfreeze()

@@ -11,6 +11,8 @@ def apply(netns: str, payload: str) -> None:
 
 
 def list_table(netns: str, family: str, table: str) -> str:
-    """The table as nft prints it (with counters), or "" when it does not exist."""
+    """The table as nft prints it (with counters), or "" when it does not exist. For people: it
+    carries every set element (`nft list tables` took 0.9 s with 10k Services' flat table
+    loaded), so the kube-proxy appliers never list before a transaction."""
     r = run(in_netns(netns, ["nft", "list", "table", family, table]), check=False)
     return r.stdout if r.code == 0 else ""

@@ -25,18 +25,33 @@ whole table: nft lists every chain before it runs (nf_tables_dump_chains) and th
 revalidates every chain at commit (nft_table_validate). The flat layout has neither per-Service
 chains nor per-Service sets, so its transactions cost what they change.
 
-Measured with `python -m kubewire.bench.nftsync 1000,2000,10000` (Services with 5 endpoints
-each; wall-clock with everything included: parsing the objects, planning, `nft -f`; 2 vCPUs
-shared with other work at load 3.5-5, so ranges over three runs), seconds:
+The flat layout's applier does as little as the change: `MapCache` sees what changed with one
+dictionary look-up per object (its resourceVersion) and parses only that; the planner keeps
+each Service's elements and reuses them while the very same ServicePort/endpoint objects come
+back (a full resync recomputes only when the node parameters Services depend on changed: name,
+IP, zone label); elements go out in `add element` statements of 1000; nothing is listed from
+the kernel before a transaction (a table is dropped with add+delete: with the flat table of
+10k Services loaded, `nft list tables` took 0.9 s). `layout="auto"` (NftProxyAgent) writes upstream's table below
+AUTO_FLAT_AT Services and the flat one from there on.
 
-| Services | upstream, one transaction | upstream layout: first sync (chunked) / full resync / one endpoint / add Service | flat: first / full / one endpoint / add Service |
+Measured 2026-11-26 with `python -m kubewire.bench.nftsync 1000,10000` (Services with 5
+endpoints each, no nodeName; wall-clock from a Snapshot of the objects: seeing what changed
+and parsing it, planning, `nft -f`; "full resync" = the node's zone label changed, every
+Service recomputed). 2 vCPUs shared with other engineers' tests (load 2.1-2.5), ranges over
+three runs, seconds:
+
+| Services | upstream, one transaction | upstream layout: first sync (chunked) / full resync / one endpoint / add Service | flat: first / full resync / one endpoint / add Service |
 |---|---|---|---|
-| 1 000 | 0.65–2.3 | 0.78–1.96 / 0.18–0.39 / 0.044–0.067 / 0.032–0.049 | 0.19–0.27 / 0.04–0.23 / 0.022–0.027 / 0.012–0.047 |
-| 2 000 | 1.9–4.5 | 1.85 / 0.40 / 0.087 / 0.068 | 0.39 / 0.07 / 0.031 / 0.012 |
-| 10 000 | 141 | 17–33 / 1.6–2.5 / 0.42–1.1 / 0.67–1.6 | 1.9–3.7 / 1.0–1.5 / 0.058–0.24 / 0.05–0.15 |
+| 1 000 | 0.69–0.71 | 0.66–0.69 / 0.11–0.13 / 0.038–0.062 / 0.027–0.034 | 0.12–0.18 / 0.026–0.036 / 0.016–0.021 / 0.007–0.008 |
+| 10 000 | not run (UPSTREAM_MAX=2000) | 14.8–21.2 / 1.23–1.39 / 0.35–0.44 / 0.35–0.62 | 1.45–1.59 / 0.30–0.34 / 0.044–0.064 / 0.019–0.022 |
 
-At 10k, one endpoint change in the flat layout is ~50 ms of CPU: ~30 ms to see which objects
-changed (MapCache), 2 ms to plan, 17–19 ms for `nft -f` (4 element operations).
+Flat, 10k: the first sync is 0.54–0.57 s of parsing 10k Services and 10k EndpointSlices
+(kubewire.proxy.model), 0.27–0.31 s of planning and 0.57–0.79 s of `nft -f` (60k elements:
+nft's own parsing of them is most of its CPU); one endpoint change is 15–20 ms to see what
+changed among 20k objects and 27–49 ms of `nft -f` (2 element operations; in one strace, the
+kernel took 13 ms to commit them). The same day, before these changes (flat layout with
+k-sets and hairpin entries for every endpoint; load 0.8-3.1, three runs): first 2.0–3.4, full
+resync 0.44–0.84, one endpoint 0.088–0.14, add Service 0.044–0.097.
 """
 
 from __future__ import annotations
@@ -45,7 +60,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan
@@ -62,11 +77,14 @@ from kubewire.proxy.model import (
     build_service_map,
 )
 from kubewire.proxy.nftables import NftParams, NftState, SyncPlan, changed_services, nft_params, plan_sync
-from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, FlatUnsupported, plan_flat
+from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat
 from kubewire.proxy.nftables.render import TABLE, Tx, service_cidrs_from_objects
 
 CHUNK = 1000  # Services per transaction when many change at once (see kubewire.bench.nftsync)
-LAYOUTS = ("upstream", "flat")
+LAYOUTS = ("upstream", "flat", "auto")
+AUTO_FLAT_AT = 1000  # layout "auto": the flat layout from this many Services (upstream's below)
+
+NamespacedName = tuple[str, str]
 
 
 @dataclass
@@ -79,18 +97,27 @@ class SyncResult:
     services_written: int
 
 
+def _drop_table(family: str, table: str) -> list[str]:
+    """Lines that remove a table if it is there (a plain delete fails on a missing one), without
+    asking nft first: listing a table of 10k Services costs a second."""
+    return [f"add table {family} {table}\n", f"delete table {family} {table}\n"]
+
+
 class NftSyncer:
     """The kernel side: plans with kubewire.proxy.nftables and applies in one namespace.
 
     `layout="upstream"` (default) writes upstream's table; `layout="flat"` the optional flat
-    layout (kubewire.proxy.nftables.flat), one transaction per sync whatever the change."""
+    layout (kubewire.proxy.nftables.flat), one transaction per sync whatever the change.
+    `pod_cidrs`: the node's pod CIDRs (the flat layout's hairpin set; see flat.py)."""
 
-    def __init__(self, netns: str, chunk: int = CHUNK, layout: str = "upstream") -> None:
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown nftables layout {layout!r} ({' | '.join(LAYOUTS)})")
+    def __init__(self, netns: str, chunk: int = CHUNK, layout: str = "upstream",
+                 pod_cidrs: Sequence[str] | None = None) -> None:  # fmt: skip
+        if layout not in ("upstream", "flat"):
+            raise ValueError(f"unknown nftables layout {layout!r} (upstream | flat)")
         self.netns = netns
         self.chunk = chunk
         self.layout = layout
+        self.pod_cidrs = pod_cidrs
         self.flat_state: FlatState | None = None
         self.state: NftState | None = None
         self.params: NftParams | None = None
@@ -103,25 +130,25 @@ class NftSyncer:
         endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
         params: NftParams,
         full: bool = False,
-        changed: set[tuple[str, str]] | None = None,
+        changed: set[NamespacedName] | None = None,
+        ports_of: Mapping[NamespacedName, Sequence[ServicePortName]] | None = None,
     ) -> SyncResult:
         """Bring the table to these Services. `changed` (the namespace/name of every Service
-        whose ports or endpoints changed since the last call) saves comparing the maps."""
+        whose ports or endpoints changed since the last call) saves comparing the maps;
+        `ports_of` (the keys of `service_map` per Service) a pass over it (flat layout)."""
         t0 = time.perf_counter()
         if self.layout == "flat":
-            return self._sync_flat(service_map, endpoints_map, params, full, t0, changed)
+            return self._sync_flat(service_map, endpoints_map, params, full, t0, changed, ports_of)
         now = time.monotonic()
         if self.state is None:
             kind = "initial"
             plan = plan_sync(service_map, endpoints_map, params, None, None, now, chunk=self.chunk)
-            if nft.list_table(self.netns, params.ipx, FLAT_TABLE):
-                delete_table(self.netns, params.ipx, FLAT_TABLE)  # the flat layout, from an earlier run
-            if nft.list_table(self.netns, params.ipx, TABLE):
-                # A previous run's table: replaced in the same transaction as the new setup.
-                first = Tx(params.ipx)
-                first.lines += [f"add table {params.ipx} {TABLE}\n", f"delete table {params.ipx} {TABLE}\n"]
-                first.extend(plan.txs[0])
-                plan.txs[0] = first
+            # The flat layout and a previous run's table, if there: replaced in the same
+            # transaction as the new setup.
+            first = Tx(params.ipx)
+            first.lines += _drop_table(params.ipx, FLAT_TABLE) + _drop_table(params.ipx, TABLE)
+            first.extend(plan.txs[0])
+            plan.txs[0] = first
         elif full or params != self.params:
             kind = "full"
             plan = plan_sync(service_map, endpoints_map, params, self.state, None, now, chunk=self.chunk,
@@ -142,33 +169,40 @@ class NftSyncer:
         return SyncResult(kind, time.perf_counter() - t0, applied, len(txs), plan.operations, plan.services)
 
     def _sync_flat(
-        self, service_map, endpoints_map, params, full: bool, t0: float, changed=None
-    ) -> SyncResult:  # noqa: ANN001
-        first = self.flat_state is None
-        kind = "initial" if first else ("full" if full or params != self.flat_state.params else "partial")
-        if first and nft.list_table(self.netns, params.ipx, TABLE):
-            delete_table(self.netns, params.ipx, TABLE)  # upstream's layout, from an earlier run
-        if kind == "partial" and changed is None:
-            changed = changed_services(self.services, self.endpoints, service_map, endpoints_map)
-        # A full resync with the same node parameters recomputes every Service and sends the
-        # difference; new parameters (or the first sync) rebuild the table in one transaction.
-        state = None if kind == "initial" or params != self.flat_state.params else self.flat_state
+        self,
+        service_map: Mapping[ServicePortName, ServicePort],
+        endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
+        params: NftParams,
+        full: bool,
+        t0: float,
+        changed: set[NamespacedName] | None,
+        ports_of: Mapping[NamespacedName, Sequence[ServicePortName]] | None,
+    ) -> SyncResult:
+        state = self.flat_state
+        if state is None:
+            kind = "initial"
+        elif full or params != state.params:
+            kind, changed = "full", None
+        else:
+            kind = "partial"
+            if changed is None:
+                changed = changed_services(self.services, self.endpoints, service_map, endpoints_map)
         try:
-            tx, state = plan_flat(
-                service_map, endpoints_map, params, state, changed if kind == "partial" else None
-            )
+            tx, state = plan_flat(service_map, endpoints_map, params, state, changed, self.pod_cidrs, ports_of)
+            if kind == "initial":
+                # upstream's layout, from an earlier run: gone in the same transaction
+                tx.lines[:0] = _drop_table(params.ipx, TABLE)
+            t1 = time.perf_counter()
             if len(tx):
-                t1 = time.perf_counter()
                 nft.apply(self.netns, tx.text())
-            else:
-                t1 = time.perf_counter()
-        except (CommandError, FlatUnsupported):
-            self.flat_state = None
+        except CommandError:
+            self.flat_state = None  # unknown: the next sync starts over
             raise
+        t2 = time.perf_counter()
         self.flat_state, self.params = state, params
         self.services, self.endpoints = service_map, endpoints_map
-        return SyncResult(kind if len(tx) else "none", time.perf_counter() - t0, time.perf_counter() - t1,
-                          1 if len(tx) else 0, len(tx), len(changed or ()) if kind == "partial" else len(service_map))  # fmt: skip
+        return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, 1 if len(tx) else 0, len(tx),
+                          state.written)  # fmt: skip
 
     def _apply(self, plan: SyncPlan) -> float:
         t0 = time.perf_counter()
@@ -187,144 +221,248 @@ class NftSyncer:
 
     def reset(self) -> None:
         self.state = None
+        self.flat_state = None
+
+    @property
+    def synced(self) -> bool:
+        return self.state is not None or self.flat_state is not None
 
 
 def delete_table(netns: str, family: str = "ip", table: str = TABLE) -> None:
-    """Remove the table if it is there (add+delete: a plain delete fails on a missing table)."""
-    nft.apply(netns, f"add table {family} {table}\ndelete table {family} {table}\n")
+    """Remove the table if it is there."""
+    nft.apply(netns, "".join(_drop_table(family, table)))
+
+
+def _signature(o: dict) -> object:
+    rv = o["metadata"].get("resourceVersion")
+    return rv if rv is not None else json.dumps(o, sort_keys=True, default=str)
 
 
 class MapCache:
     """kube-proxy's service and endpoints maps, kept up to date object by object.
 
     Rebuilding both maps from every object costs seconds at 10k Services; here only Services and
-    EndpointSlices whose resourceVersion changed are parsed again (EndpointSlices per Service), and
-    `update` says which Services changed, as upstream's change trackers do."""
+    EndpointSlices whose resourceVersion changed are parsed again, and `update` says which
+    Services changed, as upstream's change trackers do. Seeing what changed is one dictionary
+    look-up per object (its resourceVersion against the one parsed last); entries of Services
+    that did not change stay the very same objects (the flat planner relies on that)."""
 
     def __init__(self, node_name: str, prefer_same_node: bool = True) -> None:
         self.node_name = node_name
         self.prefer_same_node = prefer_same_node
         self.service_map: dict[ServicePortName, ServicePort] = {}
         self.endpoints_map: dict[ServicePortName, list[Endpoint]] = {}
-        self._svc_sig: dict[tuple[str, str], object] = {}
-        self._svc_keys: dict[tuple[str, str], list[ServicePortName]] = {}
-        self._slice_sig: dict[tuple[str, str], tuple[object, object]] = {}  # slice -> (service, sig)
-        self._slices: dict[tuple[str, str], dict[str, dict]] = {}  # service -> slice name -> object
-        self._eps_keys: dict[tuple[str, str], list[ServicePortName]] = {}
+        # keyed (kind, namespace, name) as Snapshot.objects: the resourceVersion parsed last
+        self._svc_sig: dict[tuple[str, str, str], object] = {}
+        self._slice_sig: dict[tuple[str, str, str], object] = {}
+        self._slice_svc: dict[tuple[str, str, str], str | None] = {}  # slice -> its Service's name
+        self._svc_keys: dict[NamespacedName, list[ServicePortName]] = {}
+        self._slices: dict[NamespacedName, dict[str, dict]] = {}  # service -> slice name -> object
+        self._eps_keys: dict[NamespacedName, list[ServicePortName]] = {}
 
-    @staticmethod
-    def _sig(obj: dict) -> object:
-        rv = obj["metadata"].get("resourceVersion")
-        return rv if rv is not None else json.dumps(obj, sort_keys=True, default=str)
-
-    def update(self, services: list[dict], slices: list[dict]) -> tuple[set[tuple[str, str]], dict, dict]:
+    def update(self, services: list[dict], slices: list[dict]) -> tuple[set[NamespacedName], dict, dict]:
         """Apply the current objects; returns the changed Services and, for them, the old entries
         of both maps (what stale-conntrack cleanup compares with)."""
-        changed: set[tuple[str, str]] = set()
+        objects = {}
+        for kind, objs in (("Service", services), ("EndpointSlice", slices)):
+            for o in objs:
+                meta = o["metadata"]
+                objects[(kind, meta.get("namespace") or "", str(meta.get("name") or ""))] = o
+        return self._update(objects)[:3]
+
+    def update_snapshot(self, snap: Snapshot) -> tuple[set[NamespacedName], dict, dict, list[dict]]:
+        """`update` from a Snapshot; also returns the ServiceCIDR objects."""
+        return self._update(snap.objects)
+
+    @property
+    def ports_of(self) -> Mapping[NamespacedName, list[ServicePortName]]:
+        """The keys of `service_map` per Service."""
+        return self._svc_keys
+
+    @property
+    def count(self) -> int:
+        """How many Services (objects) there are."""
+        return len(self._svc_sig)
+
+    def entries(self, services: Iterable[NamespacedName]) -> tuple[dict, dict]:
+        """The current entries of both maps for these Services."""
+        svcs, eps = {}, {}
+        for nsn in services:
+            for k in self._svc_keys.get(nsn, ()):
+                svcs[k] = self.service_map[k]
+            for k in self._eps_keys.get(nsn, ()):
+                eps[k] = self.endpoints_map[k]
+        return svcs, eps
+
+    def _update(self, objects: Mapping[tuple[str, str, str], dict]) -> tuple[set[NamespacedName], dict, dict, list[dict]]:
+        """One pass over all objects (keyed kind, namespace, name), a dictionary look-up each."""
+        svc_sig, slice_sig = self._svc_sig, self._slice_sig
+        svc_get, slice_get = svc_sig.get, slice_sig.get
+        svc_new: list = []
+        slice_new: list = []
+        cidrs: list[dict] = []
+        n_svc = n_slice = 0
+        for k, o in objects.items():
+            kind = k[0]
+            if kind == "EndpointSlice":
+                old = slice_get(k)
+                if old is None:
+                    slice_new.append((k, o))
+                else:
+                    n_slice += 1
+                    if old != o["metadata"].get("resourceVersion"):
+                        slice_new.append((k, o))
+            elif kind == "Service":
+                old = svc_get(k)
+                if old is None:
+                    svc_new.append((k, o))
+                else:
+                    n_svc += 1
+                    if old != o["metadata"].get("resourceVersion"):
+                        svc_new.append((k, o))
+            elif kind == "ServiceCIDR":
+                cidrs.append(o)
+        svc_gone = [k for k in svc_sig if k not in objects] if n_svc < len(svc_sig) else []
+        slice_gone = [k for k in slice_sig if k not in objects] if n_slice < len(slice_sig) else []
+
+        changed: set[NamespacedName] = set()
         old_svcs: dict = {}
         old_eps: dict = {}
 
-        def replace(table: dict, keys: dict, nsn: tuple[str, str], new: dict, old_out: dict) -> None:
+        def replace(table: dict, keys: dict, nsn: NamespacedName, new: dict, old_out: dict) -> None:
             before = {k: table[k] for k in keys.get(nsn, ())}
-            if before != new:
-                changed.add(nsn)
-                old_out.update(before)
+            if before == new:
+                return
+            changed.add(nsn)
+            old_out.update(before)
             for k in before:
                 del table[k]
             table.update(new)
-            keys[nsn] = list(new)
+            if new:
+                keys[nsn] = list(new)
+            else:
+                keys.pop(nsn, None)
 
-        sig = self._sig
-        svc_objs = {((o["metadata"].get("namespace") or "default"), str(o["metadata"].get("name"))): o
-                    for o in services}  # fmt: skip
-        svc_sigs = {nsn: o["metadata"].get("resourceVersion") or sig(o) for nsn, o in svc_objs.items()}
-        old_sigs = self._svc_sig
-        for nsn, value in svc_sigs.items():
-            if old_sigs.get(nsn) != value:
-                replace(self.service_map, self._svc_keys, nsn, build_service_map([svc_objs[nsn]]), old_svcs)
-        for nsn in old_sigs.keys() - svc_sigs.keys():
-            replace(self.service_map, self._svc_keys, nsn, {}, old_svcs)
-        self._svc_sig = svc_sigs
+        todo: dict[NamespacedName, dict] = {}
+        for k, o in svc_new:
+            sig = _signature(o)
+            if svc_sig.get(k) != sig:
+                svc_sig[k] = sig
+                todo[(k[1] or "default", k[2])] = o
+        if todo:
+            # one parse for all of them: the per-Service entries are split off afterwards
+            by_service: dict[NamespacedName, dict] = {nsn: {} for nsn in todo}
+            for key, sp in build_service_map(todo.values()).items():
+                by_service[(key.namespace, key.name)][key] = sp
+            for nsn, new in by_service.items():
+                replace(self.service_map, self._svc_keys, nsn, new, old_svcs)
+        for k in svc_gone:
+            del svc_sig[k]
+            replace(self.service_map, self._svc_keys, (k[1] or "default", k[2]), {}, old_svcs)
 
-        slice_objs: dict[tuple[str, str], dict] = {}
-        slice_sigs: dict[tuple[str, str], tuple[object, object]] = {}
-        for o in slices:
-            meta = o["metadata"]
-            key = (meta.get("namespace") or "default", str(meta.get("name") or ""))
-            slice_objs[key] = o
-            slice_sigs[key] = (
-                (meta.get("labels") or {}).get("kubernetes.io/service-name"),
-                meta.get("resourceVersion") or sig(o),
-            )
-        dirty: set[tuple[str, str]] = set()
-        old_slices = self._slice_sig
-        for key, value in slice_sigs.items():
-            before = old_slices.get(key)
-            if before != value:
-                for svc in {before[0] if before else None, value[0]}:
-                    if isinstance(svc, str):
-                        dirty.add((key[0], svc))
-                if before and isinstance(before[0], str):
-                    self._slices.get((key[0], before[0]), {}).pop(key[1], None)
-                if isinstance(value[0], str):
-                    self._slices.setdefault((key[0], value[0]), {})[key[1]] = slice_objs[key]
-        for key in old_slices.keys() - slice_sigs.keys():
-            svc = old_slices[key][0]
-            if isinstance(svc, str):
-                dirty.add((key[0], svc))
-                self._slices.get((key[0], svc), {}).pop(key[1], None)
-        self._slice_sig = slice_sigs
-        for nsn in dirty:
-            group = list(self._slices.get(nsn, {}).values())
-            if not group:
-                self._slices.pop(nsn, None)
-            new = build_endpoints_map(group, self.node_name, "IPv4", self.prefer_same_node) if group else {}
-            replace(self.endpoints_map, self._eps_keys, nsn, new, old_eps)
-        return changed, old_svcs, old_eps
+        dirty: set[NamespacedName] = set()
+        for k, o in slice_new:
+            sig = _signature(o)
+            if slice_sig.get(k) == sig:
+                continue
+            ns, name = k[1] or "default", k[2]
+            svc = (o["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
+            svc = svc if isinstance(svc, str) else None
+            before = self._slice_svc.get(k)
+            if before is not None:
+                dirty.add((ns, before))
+                self._slices.get((ns, before), {}).pop(name, None)
+            if svc is not None:
+                dirty.add((ns, svc))
+                self._slices.setdefault((ns, svc), {})[name] = o
+            slice_sig[k] = sig
+            self._slice_svc[k] = svc
+        for k in slice_gone:
+            before = self._slice_svc.pop(k, None)
+            del slice_sig[k]
+            if before is not None:
+                ns = k[1] or "default"
+                dirty.add((ns, before))
+                self._slices.get((ns, before), {}).pop(k[2], None)
+        if dirty:
+            group: list[dict] = []
+            for nsn in dirty:
+                objs = self._slices.get(nsn)
+                if objs:
+                    group.extend(objs.values())
+                else:
+                    self._slices.pop(nsn, None)
+            # one parse for all of them: the per-Service entries are split off afterwards
+            parsed = build_endpoints_map(group, self.node_name, "IPv4", self.prefer_same_node) if group else {}
+            per_service: dict[NamespacedName, dict] = {}
+            for k, v in parsed.items():
+                per_service.setdefault((k.namespace, k.name), {})[k] = v
+            for nsn in dirty:
+                replace(self.endpoints_map, self._eps_keys, nsn, per_service.get(nsn, {}), old_eps)
+        return changed, old_svcs, old_eps, cidrs
 
 
 class NftProxyAgent(ProxyAgent):
     """ProxyAgent's interface (constructed per node, `sync(snap) -> bool`) in nftables mode.
 
-    `layout` is "upstream" (upstream's table, the default) or "flat" (the optional flat layout).
-    Health-check NodePorts and kube-proxy's /healthz are served as ProxyAgent serves them; stale
-    UDP conntrack entries are flushed the same way."""
+    `layout` is "upstream" (upstream's table, the default), "flat" (the optional flat layout) or
+    "auto" (upstream's below AUTO_FLAT_AT Services, flat from there on; the table is switched in
+    one transaction when the count crosses it, with some hysteresis). Health-check NodePorts and
+    kube-proxy's /healthz are served as ProxyAgent serves them; stale UDP conntrack entries are
+    flushed the same way."""
 
     def __init__(self, node: NodePlan, cluster_cidr: str, service_cidrs: str | Sequence[str] = (),
                  layout: str = "upstream", chunk: int = CHUNK) -> None:  # fmt: skip
         super().__init__(node, cluster_cidr)
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown nftables layout {layout!r} ({' | '.join(LAYOUTS)})")
         self.mode = "nftables"
+        self.layout = layout
         self.service_cidrs = [service_cidrs] if isinstance(service_cidrs, str) else list(service_cidrs)
-        self.syncer = NftSyncer(node.netns, chunk, layout)
+        pod_cidrs = [node.pod_cidr] if getattr(node, "pod_cidr", None) else None
+        self.syncer = NftSyncer(node.netns, chunk, "upstream" if layout == "auto" else layout, pod_cidrs)
         self.cache = MapCache(node.name, self.config.prefer_same_traffic_distribution)
         self.last_result: SyncResult | None = None
 
+    def _layout_for(self, services: int) -> str:
+        if self.layout != "auto":
+            return self.layout
+        if not self.syncer.synced:
+            return "flat" if services >= AUTO_FLAT_AT else "upstream"
+        current = self.syncer.layout
+        if current == "upstream" and services >= AUTO_FLAT_AT:
+            return "flat"
+        if current == "flat" and services < AUTO_FLAT_AT // 2:
+            return "upstream"
+        return current
+
     def sync(self, snap: Snapshot) -> bool:
+        t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
-        cidr_objects = snap.list("ServiceCIDR")
+        changed, old_svcs, old_eps, cidr_objects = self.cache.update_snapshot(snap)
         cidrs = self.service_cidrs + [
             c for c in service_cidrs_from_objects(cidr_objects) if c not in self.service_cidrs
         ]
         params = nft_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", (), cidrs)
-        t0 = time.perf_counter()
-        changed, old_svcs, old_eps = self.cache.update(snap.list("Service"), snap.list("EndpointSlice"))
-        first = self.syncer.state is None and self.syncer.flat_state is None
+        layout = self._layout_for(self.cache.count)
+        if layout != self.syncer.layout:
+            # the other layout's first sync replaces this one's table in its transaction
+            self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, layout, self.syncer.pod_cidrs)
+        first = not self.syncer.synced
         if not changed and not first and params == self.syncer.params and not self._stale_pending():
             return False
         svc_map, ep_map = self.cache.service_map, self.cache.endpoints_map
         try:
-            result = self.syncer.sync(svc_map, ep_map, params, changed=changed)
+            result = self.syncer.sync(svc_map, ep_map, params, changed=changed, ports_of=self.cache.ports_of)
         except CommandError as e:
             print(f"{time.strftime('%H:%M:%S')} kube-proxy (nftables) {self.node.name}: sync failed, "
                   f"the next one starts over: {e}", file=sys.stderr, flush=True)  # fmt: skip
             raise
         self.last_result = result
-        self.last_kind = (
-            result.kind if result.kind != "partial" else f"partial ({result.services_written} service ports)"
-        )
-        new_svcs = {k: v for k, v in svc_map.items() if (k.namespace, k.name) in changed}
-        new_eps = {k: v for k, v in ep_map.items() if (k.namespace, k.name) in changed}
+        what = "service ports" if self.syncer.layout == "upstream" else "Services"
+        self.last_kind = result.kind if result.kind != "partial" else f"partial ({result.services_written} {what})"
+        new_svcs, new_eps = self.cache.entries(changed)
         for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
             netfilter.conntrack_delete(self.node.netns, args)
         self.services, self.endpoints = svc_map, ep_map

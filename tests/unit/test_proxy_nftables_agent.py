@@ -1,0 +1,68 @@
+"""The nftables agent without a kernel: its map cache fed from Snapshots, and the "auto" layout."""
+
+from __future__ import annotations
+
+import copy
+
+from kubewire.cluster.addressing import NodePlan
+from kubewire.controllers.types import Snapshot
+from kubewire.kubeproxy.nftables import AUTO_FLAT_AT, MapCache, NftProxyAgent
+from kubewire.proxy.model import build_endpoints_map, build_service_map
+
+
+def objects(n: int) -> list[dict]:
+    out = []
+    for i in range(n):
+        name = f"s{i}"
+        out.append({"kind": "Service", "metadata": {"namespace": "ns", "name": name, "resourceVersion": "1"},
+                    "spec": {"clusterIP": f"10.96.{i // 250}.{i % 250 + 1}", "ports": [{"name": "http", "port": 80}]}})
+        out.append({"kind": "EndpointSlice", "addressType": "IPv4",
+                    "metadata": {"namespace": "ns", "name": f"{name}-1", "resourceVersion": "1",
+                                 "labels": {"kubernetes.io/service-name": name}},
+                    "ports": [{"name": "http", "port": 8080}],
+                    "endpoints": [{"addresses": [f"10.244.1.{i % 250 + 1}"], "nodeName": "node"}]})  # fmt: skip
+    return out
+
+
+def parsed(objs: list[dict]) -> tuple[dict, dict]:
+    return (build_service_map([o for o in objs if o["kind"] == "Service"]),
+            build_endpoints_map([o for o in objs if o["kind"] == "EndpointSlice"], "node"))  # fmt: skip
+
+
+def test_cache_from_snapshots() -> None:
+    objs = objects(5) + [{"kind": "Pod", "metadata": {"namespace": "ns", "name": "p", "resourceVersion": "1"}},
+                         {"kind": "ServiceCIDR", "metadata": {"name": "extra", "resourceVersion": "1"},
+                          "spec": {"cidrs": ["10.200.0.0/16"]}}]  # fmt: skip
+    cache = MapCache("node")
+    changed, _, _, cidrs = cache.update_snapshot(Snapshot.of(objs))
+    assert len(changed) == 5 and (cache.service_map, cache.endpoints_map) == parsed(objs)
+    assert [c["metadata"]["name"] for c in cidrs] == ["extra"] and cache.count == 5
+    before = {k: v for k, v in cache.endpoints_map.items()}
+    assert cache.update_snapshot(Snapshot.of(copy.deepcopy(objs)))[0] == set()  # new dicts, same versions
+    assert all(cache.endpoints_map[k] is v for k, v in before.items())  # entries kept as they were
+
+    # One slice changed, one Service deleted (with its slice): only they are reported.
+    objs = copy.deepcopy(objs)
+    objs[3]["endpoints"][0]["addresses"] = ["10.244.1.99"]
+    objs[3]["metadata"]["resourceVersion"] = "2"
+    del objs[4:6]
+    changed, old_svcs, old_eps, _ = cache.update_snapshot(Snapshot.of(objs))
+    assert changed == {("ns", "s1"), ("ns", "s2")}
+    assert (cache.service_map, cache.endpoints_map) == parsed(objs)
+    assert {k.name for k in old_svcs} == {"s2"} and {k.name for k in old_eps} == {"s1", "s2"}
+    new_svcs, new_eps = cache.entries(changed)
+    assert {k.name for k in new_svcs} == {"s1"} and [e.ip for e in next(iter(new_eps.values()))] == ["10.244.1.99"]
+    assert [k.name for k in cache.ports_of[("ns", "s1")]] == ["s1"] and ("ns", "s2") not in cache.ports_of
+
+
+def test_auto_layout() -> None:
+    plan = NodePlan(name="node", index=0, zone="z", zone_index=0, region="r", netns="kw-x-node", ip="172.18.0.2",
+                    gateway="172.18.0.1", pod_cidr="10.244.1.0/24", bridge_ip="10.244.1.1", fabric_port="x")  # fmt: skip
+    agent = NftProxyAgent(plan, "10.244.0.0/16", "10.96.0.0/12", layout="auto")
+    assert agent.syncer.pod_cidrs == ["10.244.1.0/24"]
+    assert agent._layout_for(10) == "upstream" and agent._layout_for(AUTO_FLAT_AT) == "flat"
+    agent.syncer.flat_state = object()  # type: ignore[assignment]  # as after a sync in the flat layout
+    agent.syncer.layout = "flat"
+    assert agent._layout_for(AUTO_FLAT_AT - 1) == "flat"  # hysteresis: back to upstream's only well below
+    assert agent._layout_for(AUTO_FLAT_AT // 2 - 1) == "upstream"
+    assert NftProxyAgent(plan, "10.244.0.0/16", layout="flat")._layout_for(1) == "flat"
