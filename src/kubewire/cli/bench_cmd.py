@@ -221,3 +221,40 @@ def bench_policy(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps({"machine": machine(), **res}, indent=2))
     con.print(f"wrote {out}")
+
+
+@bench_app.command("datapath")
+def bench_datapath(
+    services: str = typer.Option("1,1000,5000,10000,30000", "--services", help="Service counts, comma-separated."),
+    samples: int = typer.Option(500, "--samples", help="New connections per target and count (latency)."),
+    modes: str = typer.Option("iptables,nftables,nftables-flat,ebpf", "--modes",
+                              help="Datapaths: iptables, nftables (upstream's layout), nftables-flat, ebpf."),
+    connections: int = typer.Option(10000, "--connections", help="New connections per target for the CPU measure."),
+    max_nftables: int = typer.Option(10000, "--max-services-nftables",
+                                     help="Skip larger counts in nftables mode, upstream's layout (its first sync is "
+                                          "super-linear: minutes above 10k)."),
+    out: str = typer.Option("bench-results/datapath.json", "--out"),
+    plot_path: str = typer.Option("bench-results/datapath.png", "--plot"),
+) -> None:
+    """All Service datapaths on one topology: new-connection latency via ClusterIP vs pod IP, CPU per 10k
+    new connections, full and one-endpoint sync times, as Services grow."""
+    from kubewire.bench.datapath import TABLE_COLUMNS, plot, run_bench, table_rows
+
+    need_root()
+    con = Console(width=260)
+    res = run_bench([int(x) for x in services.split(",") if x], samples, [m for m in modes.split(",") if m],
+                    connections, {"nftables": max_nftables}, log=lambda m: con.print(f"[dim]{m}[/dim]"))
+    res = {"machine": {**machine(), "load_average_start": res["load_average_start"]}, **res}
+    t = Table(title=f"kubewire bench datapath ({samples} new connections per target for latency, "
+                    f"{connections} for CPU; CPU-s per 10k new connections)")
+    for col in TABLE_COLUMNS:
+        t.add_column(col, justify="left" if col == "mode" else "right")
+    for cells in table_rows(res["rows"]):
+        t.add_row(*cells)
+    con.print(t)
+    for tg in res["targets"]:
+        con.print(f"target {tg['target']}: [bold]{tg['status']}[/bold] {tg['value']}")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2))
+    plot(res, plot_path)
+    con.print(f"wrote {out} and {plot_path}")
