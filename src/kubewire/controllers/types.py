@@ -24,6 +24,7 @@ class Snapshot:
 
     objects: dict[Key, dict] = field(default_factory=dict)
     now: float = 0.0  # seconds since the epoch, as the controllers should see it
+    _index: dict[str, dict[tuple[str, str], dict]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, objs: Iterable[dict], now: float = 0.0) -> Snapshot:
@@ -31,6 +32,14 @@ class Snapshot:
 
     def get(self, kind: str, namespace: str, name: str) -> dict | None:
         return self.objects.get((kind, namespace or "", name))
+
+    def index(self, kind: str) -> dict[tuple[str, str], dict]:
+        """Objects of one kind by (namespace, name), unsorted; built once per snapshot, shared by
+        every node agent that scans it (a snapshot is read-only)."""
+        if not self._index:
+            for (k, ns, name), o in self.objects.items():
+                self._index.setdefault(k, {})[(ns, name)] = o
+        return self._index.get(kind, {})
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:
         out = [o for (k, ns, _), o in self.objects.items() if k == kind and (namespace is None or ns == namespace)]

@@ -43,7 +43,7 @@ class Maps:
 
     @classmethod
     def create(cls, node: str) -> Maps:
-        tag = node[-6:]
+        tag = "".join(c if c.isalnum() else "_" for c in node)[-6:]  # object names: [A-Za-z0-9_.] only
         return cls(bpf.Map(bpf.MAP_HASH, M.SVC_KEY, M.SVC_VAL, MAX_SERVICES, f"kw_svc_{tag}", bpf.NO_PREALLOC),
                    bpf.Map(bpf.MAP_HASH, M.BE_KEY, M.BE_VAL, MAX_BACKENDS, f"kw_be_{tag}", bpf.NO_PREALLOC),
                    bpf.Map(bpf.MAP_LRU_HASH, M.AFF_KEY, M.AFF_VAL, MAX_AFFINITY, f"kw_aff_{tag}"),
@@ -85,13 +85,8 @@ class EbpfProxyAgent:
 
     def sync(self, snap: Snapshot) -> bool:
         t0 = time.perf_counter()
-        services: dict = {}
-        slices: dict = {}
-        for (kind, ns, name), o in snap.objects.items():  # one pass, unsorted: cheap at 30k Services
-            if kind == "Service":
-                services[(ns, name)] = o
-            elif kind == "EndpointSlice":
-                slices[(ns, name)] = o
+        services = snap.index("Service")
+        slices = snap.index("EndpointSlice")
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
         first = self.maps is None
@@ -102,7 +97,7 @@ class EbpfProxyAgent:
             return False
         writes = M.plan_writes(ch.old, ch.new, self.ids, self.free)
         t1 = time.perf_counter()
-        self.apply(writes)
+        self.apply(writes, ch)
         self.last_map_seconds = time.perf_counter() - t1
         self._terminate_stale_udp(snap, ch)
         self.last_operations = writes.operations
@@ -134,7 +129,7 @@ class EbpfProxyAgent:
             except OSError:  # a pod namespace removed meanwhile
                 continue
 
-    def apply(self, w: M.MapWrites) -> None:
+    def apply(self, w: M.MapWrites, ch: Change | None = None) -> None:
         assert self.maps is not None
         m = self.maps
         m.backends.update_many(w.backends)
@@ -143,8 +138,10 @@ class EbpfProxyAgent:
             m.backends.delete(k)
         for k in w.delete_services:
             m.services.delete(k)
-        if w.changed_ids:  # affinity to a backend that left must not outlive it
-            live = {(self.ids[n], b) for n, e in self.view.entries.items() if n in self.ids for b in e.backends}
+        sticky = ch is None or any(e.affinity_seconds for e in ch.old.values())
+        if w.changed_ids and sticky:  # affinity to a backend that left must not outlive it
+            new = ch.new if ch is not None else self.view.entries
+            live = {(self.ids[n], b) for n, e in new.items() if n in self.ids for b in e.backends}
             for k, v in list(m.affinity.items()):
                 sid = int.from_bytes(k[8:12], "little")
                 if sid in w.changed_ids and (sid, M.decode_backend(v[8:16])) not in live:
