@@ -17,14 +17,15 @@ def test_default_config() -> None:
 
 def test_nodes_and_modes() -> None:
     cfg = parse_config({"apiVersion": "kubewire.io/v1alpha1", "kind": "Cluster",
-                        "networking": {"kubeProxyMode": "nftables", "routing": "vxlan"},
+                        "networking": {"kubeProxyMode": "nftables", "routing": "vxlan", "kubeProxyNftablesLayout": "flat"},
                         "nodes": [{"name": "n1", "zone": "a", "allocatable": {"pods": 50, "cpu": "4"}}]}, "x")
-    assert cfg.proxy_mode == "nftables" and cfg.routing == "vxlan"
+    assert cfg.proxy_mode == "nftables" and cfg.routing == "vxlan" and cfg.nftables_layout == "flat"
     assert cfg.nodes[0].pods == 50 and cfg.nodes[0].cpu == "4"
 
 
 @pytest.mark.parametrize(("doc", "path", "text"), [
     ({"networking": {"kubeProxyMode": "ipvs"}}, "networking.kubeProxyMode", 'Unsupported value: "ipvs"'),
+    ({"networking": {"kubeProxyNftablesLayout": "tree"}}, "networking.kubeProxyNftablesLayout", 'Unsupported value: "tree"'),
     ({"networking": {"podSubnet": "10.244.0.0/33"}}, "networking.podSubnet", "Invalid value"),
     ({"nodes": [{"name": "Bad_Name"}]}, "nodes[0].name", "DNS-1123"),
     ({"nodes": [{"name": "a"}, {"name": "a"}]}, "nodes[1].name", "Duplicate value"),

@@ -18,6 +18,7 @@ from kubewire.api.errors import FieldError, ManifestError
 API_VERSION = "kubewire.io/v1alpha1"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 PROXY_MODES = ("iptables", "nftables", "ebpf")
+NFTABLES_LAYOUTS = ("upstream", "flat", "auto")
 ROUTING_MODES = ("direct", "vxlan")
 
 
@@ -56,6 +57,7 @@ class ClusterConfig:
     load_balancer_pool: str = "203.0.113.0/24"
     dns_domain: str = "cluster.local"
     proxy_mode: str = "iptables"
+    nftables_layout: str = "auto"  # nftables mode: upstream | flat | auto (flat from 1000 Services)
     routing: str = "direct"
     restart_backoff_seconds: float = 10.0
     external_hosts: list[ExternalHost] = field(default_factory=default_external_hosts)
@@ -119,6 +121,7 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
         "loadBalancerPool": "load_balancer_pool",
         "dnsDomain": "dns_domain",
         "kubeProxyMode": "proxy_mode",
+        "kubeProxyNftablesLayout": "nftables_layout",
         "routing": "routing",
     }
     for k, v in net.items():
@@ -190,6 +193,9 @@ def validated(cfg: ClusterConfig, source: str) -> ClusterConfig:
             errs.append(FieldError("networking.nodeSubnet", f'Invalid value: "{cfg.node_subnet}": must be a /16 or larger (a /24 per zone)'))
     if cfg.proxy_mode not in PROXY_MODES:
         errs.append(FieldError("networking.kubeProxyMode", f'Unsupported value: "{cfg.proxy_mode}": supported values: ' + ", ".join(f'"{m}"' for m in PROXY_MODES)))
+    if cfg.nftables_layout not in NFTABLES_LAYOUTS:
+        errs.append(FieldError("networking.kubeProxyNftablesLayout", f'Unsupported value: "{cfg.nftables_layout}": supported values: '
+                               + ", ".join(f'"{m}"' for m in NFTABLES_LAYOUTS)))
     if cfg.routing not in ROUTING_MODES:
         errs.append(FieldError("networking.routing", f'Unsupported value: "{cfg.routing}": supported values: ' + ", ".join(f'"{m}"' for m in ROUTING_MODES)))
     if not cfg.nodes:
@@ -233,6 +239,7 @@ def to_doc(cfg: ClusterConfig) -> dict:
             "loadBalancerPool": cfg.load_balancer_pool,
             "dnsDomain": cfg.dns_domain,
             "kubeProxyMode": cfg.proxy_mode,
+            "kubeProxyNftablesLayout": cfg.nftables_layout,
             "routing": cfg.routing,
         },
         "kubelet": {"restartBackoffSeconds": cfg.restart_backoff_seconds},

@@ -47,7 +47,7 @@ def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
     if cfg.proxy_mode == "nftables":
         from kubewire.kubeproxy.nftables import NftProxyAgent
 
-        return [NftProxyAgent(n, cfg.pod_subnet, cfg.service_subnet) for n in topo.nodes]
+        return [NftProxyAgent(n, cfg.pod_subnet, cfg.service_subnet, layout=cfg.nftables_layout) for n in topo.nodes]
     if cfg.proxy_mode == "ebpf":
         from kubewire.kubeproxy.ebpf import EbpfProxyAgent
 
