@@ -257,30 +257,6 @@ def cpu_probe(n: int, chunk: int, server_pid: int, targets: list[str]) -> dict:
 
 
 # ---- the bench --------------------------------------------------------------------------------
-MANIFESTS = """
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: default}
-spec:
-  nodeName: NODE1
-  containers: [{name: c, image: agnhost, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: zzzz, labels: {app: server}}
-spec:
-  nodeName: NODE2
-  containers: [{name: s, image: agnhost, ports: [{containerPort: 8080}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: zzzz-probe, namespace: zzzz}
-spec:
-  selector: {app: server}
-  ports: [{port: 8080, targetPort: 8080}]
-"""
-
-
 def _ready(pod: dict | None) -> bool:
     st = (pod or {}).get("status", {})
     return bool(st.get("podIP")) and any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", []))
@@ -435,6 +411,8 @@ def run_mode(mode: str, variants: list[str], counts: list[int], samples: int, co
     try:
         log(f"{mode}: cluster {name} up ...")
         h = lifecycle.up(cfg)
+        from kubewire.bench.services import MANIFESTS  # the same client, server and probe as `bench services`
+
         text = MANIFESTS.replace("NODE1", cfg.nodes[0].name).replace("NODE2", cfg.nodes[1].name)
         ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
         docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]

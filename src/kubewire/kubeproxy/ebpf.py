@@ -103,7 +103,7 @@ class EbpfProxyAgent:
         self.last_operations = writes.operations
         # netfilter: the Services the socket hooks do not fully serve on this node
         keep = [services[k] for k in self.view.netfilter if k in services]
-        keep += [slices[s] for k in self.view.netfilter for s in self.view.slices_of.get(k, ()) if s in slices]
+        keep += [s for k in self.view.netfilter for s in self.view.maps.slices_of(k)]
         if node:
             keep.append(node)
         self.netfilter.sync(Snapshot.of(keep, snap.now))

@@ -695,6 +695,10 @@ class ProxyMaps:
                            {k: self.endpoints_map[k] for k in self._eps_keys.get(nsn, ())})  # fmt: skip
         return changed, old_svcs, old_eps
 
+    def slices_of(self, nsn: NamespacedName) -> list[Mapping[str, Any]]:
+        """The EndpointSlices of one Service, as last given to update."""
+        return list(self._slices.get(nsn, {}).values())
+
     def ports_of(self, names: Iterable[NamespacedName]) -> set[ServicePortName]:
         """The service port keys of these Services, in either map."""
         out: set[ServicePortName] = set()
