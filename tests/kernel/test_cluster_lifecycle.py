@@ -55,10 +55,13 @@ def test_up_and_down_leave_the_root_namespace_untouched_and_nothing_behind(tmp_p
         procs = [(int(cs["containerID"].split("://")[1]), start_ticks(int(cs["containerID"].split("://")[1])))
                  for p in c.pods("production") for cs in p["status"]["containerStatuses"]]
         assert all(t is not None for _, t in procs)
+        # `ps` names each container, not the control loop it was forked from
+        first = c.pods("production")[0]
+        pid = int(first["status"]["containerStatuses"][0]["containerID"].split("://")[1])
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        assert title.startswith(f"kubewire-container production/{first['metadata']['name']}/"), title
         if mode == "ebpf":
             assert cgroup_dirs() - cgroups_before == {f"kubewire-{c.name}"}
-            first = c.pods("production")[0]
-            pid = int(first["status"]["containerStatuses"][0]["containerID"].split("://")[1])
             cg = Path(f"/proc/{pid}/cgroup").read_text().strip()
             assert cg.endswith(f"/kubewire-{c.name}/{first['spec']['nodeName']}"), cg
     finally:

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import setproctitle
+
 from kubewire.kernel import nsswitch as ns
 from kubewire.kernel.ip import NETNS_DIR
 
@@ -30,6 +32,7 @@ class ContainerSpec:
     target: Callable[[], object] | None = None  # else: a function to run (the built-in workload)
     workdir: str = "/"
     cgroup: str = ""  # a cgroup v2 directory to run in (eBPF mode: the node's, where the socket LB is)
+    title: str = ""  # what `ps` shows for a forked (not exec'd) container, instead of the loop's command line
 
 
 def spawn(spec: ContainerSpec) -> int:
@@ -39,6 +42,8 @@ def spawn(spec: ContainerSpec) -> int:
         return pid
     code = 127
     try:
+        if spec.title and not spec.argv:  # before the environment changes: it finds argv's memory then
+            setproctitle.setproctitle(spec.title)
         _become_container(spec)
         if spec.argv:
             os.execvpe(spec.argv[0], spec.argv, spec.env)

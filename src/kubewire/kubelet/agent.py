@@ -297,6 +297,7 @@ class NodeAgent:
             files={f"{d}/hosts": "/etc/hosts", f"{d}/resolv.conf": "/etc/resolv.conf", f"{d}/hostname": "/etc/hostname"},
             argv=argv, target=None if argv else self.workload(container_ports(spec)),
             workdir=spec.get("workingDir") or "/", cgroup=self.cfg.cgroup,
+            title=f"kubewire-container {rt.namespace}/{rt.name}/{c.name} on {self.node.name}",
         )
         c.pid = kproc.spawn(spec_)
         c.ticks = kproc.start_ticks(c.pid)
