@@ -393,30 +393,21 @@ def skipped(variant: str, n: int, reason: str) -> dict:
 def run_mode(mode: str, variants: list[str], counts: list[int], samples: int, connections: int,
              caps: dict[str, int], log) -> list[dict]:  # noqa: ANN001
     """One cluster in `mode`, every variant of it at every count; torn down whatever happens."""
-    import yaml
-
-    from kubewire.api.loader import Document
+    from kubewire.bench.services import apply_probe_pair  # the same pods and probe as `bench services`
     from kubewire.cluster.config import ClusterConfig, NodeConfig
     from kubewire.daemon import lifecycle
     from kubewire.kernel.nsswitch import write_sysctls
     from kubewire.kernel.run import CommandError
-    from kubewire.store.apply import apply_documents
 
     name = f"kwbd{os.getpid()}{mode[0]}"
-    # kind's node names (the eBPF agent names its maps after the node name's last 6 characters,
-    # and a BPF object name may not contain "-")
+    # kind's node names
     cfg = ClusterConfig(name=name, nodes=[NodeConfig(f"{name}-worker", "zone-a", "bench"),
                                           NodeConfig(f"{name}-worker2", "zone-a", "bench")], proxy_mode=mode)
     rows: list[dict] = []
     try:
         log(f"{mode}: cluster {name} up ...")
         h = lifecycle.up(cfg)
-        from kubewire.bench.services import MANIFESTS  # the same client, server and probe as `bench services`
-
-        text = MANIFESTS.replace("NODE1", cfg.nodes[0].name).replace("NODE2", cfg.nodes[1].name)
-        ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
-        docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]
-        apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
+        apply_probe_pair(h, cfg)
         deadline = time.time() + 90
         while time.time() < deadline:
             if (_ready(h.store.get("Pod", "default", "client")) and _ready(h.store.get("Pod", "zzzz", "server"))

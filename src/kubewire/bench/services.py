@@ -107,8 +107,17 @@ spec:
 """
 
 
-def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN001
+def apply_probe_pair(h: lifecycle.Handle, cfg: ClusterConfig) -> None:
+    """The client pod (first node), the server pod (second node) and the probe Service, in one apply."""
     import yaml
+
+    text = MANIFESTS.replace("NODE1", cfg.nodes[0].name).replace("NODE2", cfg.nodes[1].name)
+    ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
+    docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]
+    apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
+
+
+def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN001
 
     name = f"kwbs{int(time.time()) % 100000}"
     cfg = ClusterConfig(name=name, nodes=[NodeConfig(f"{name}-a", "zone-a", "bench"),
@@ -116,10 +125,7 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
     rows: list[Row] = []
     try:
         h = lifecycle.up(cfg)
-        text = MANIFESTS.replace("NODE1", cfg.nodes[0].name).replace("NODE2", cfg.nodes[1].name)
-        ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
-        docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]
-        apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
+        apply_probe_pair(h, cfg)
         deadline = time.time() + 60
         while time.time() < deadline:
             pods = h.store.list("Pod")

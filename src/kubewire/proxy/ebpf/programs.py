@@ -37,6 +37,25 @@ class MapFds:
     revnat: int
 
 
+def _lookup(p: Program, map_fd: int, key: int) -> None:
+    """r0 = map[stack at key] (or 0)."""
+    p.ld_map(R1, map_fd)
+    p.mov(R2, FP)
+    p.alu_imm(ADD, R2, key)
+    p.call(MAP_LOOKUP)
+
+
+def _update(p: Program, map_fd: int, key: int, value: int) -> None:
+    """map[stack at key] = stack at value (create or replace)."""
+    p.ld_map(R1, map_fd)
+    p.mov(R2, FP)
+    p.alu_imm(ADD, R2, key)
+    p.mov(R3, FP)
+    p.alu_imm(ADD, R3, value)
+    p.mov_imm(R4, 0)
+    p.call(MAP_UPDATE)
+
+
 def connect(fds: MapFds) -> bytes:
     """connect4 / sendmsg4: translate a VIP:port to a backend (or leave the address alone)."""
     p = Program()
@@ -49,10 +68,7 @@ def connect(fds: MapFds) -> bytes:
     p.alu_imm(LSH, R4, 16)
     p.alu(OR, R3, R4)
     p.stx(4, FP, SVC_KEY + 4, R3)
-    p.ld_map(R1, fds.services)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, SVC_KEY)
-    p.call(MAP_LOOKUP)
+    _lookup(p, fds.services, SVC_KEY)
     p.jmp_imm(JEQ, R0, 0, "allow")  # not a Service VIP (or one netfilter handles)
     p.mov(R7, R0)
     p.ldx(4, R9, R7, 4)  # service id
@@ -66,10 +82,7 @@ def connect(fds: MapFds) -> bytes:
     p.stx(8, FP, AFF_KEY, R0)
     p.stx(4, FP, AFF_KEY + 8, R9)
     p.st_imm(4, FP, AFF_KEY + 12, 0)
-    p.ld_map(R1, fds.affinity)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, AFF_KEY)
-    p.call(MAP_LOOKUP)
+    _lookup(p, fds.affinity, AFF_KEY)
     p.jmp_imm(JEQ, R0, 0, "pick")
     p.mov(R8, R0)
     p.call(KTIME_GET_NS)
@@ -90,10 +103,7 @@ def connect(fds: MapFds) -> bytes:
     p.alu32(MOD, R0, R1)
     p.stx(4, FP, BE_KEY, R9)
     p.stx(4, FP, BE_KEY + 4, R0)
-    p.ld_map(R1, fds.backends)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, BE_KEY)
-    p.call(MAP_LOOKUP)
+    _lookup(p, fds.backends, BE_KEY)
     p.jmp_imm(JEQ, R0, 0, "allow")  # a slot being rewritten: let it pass untouched
     p.ldx(4, R2, R0, 0)
     p.ldx(4, R3, R0, 4)
@@ -104,13 +114,7 @@ def connect(fds: MapFds) -> bytes:
     p.stx(4, FP, AFF_VAL + 12, R3)
     p.call(KTIME_GET_NS)
     p.stx(8, FP, AFF_VAL, R0)
-    p.ld_map(R1, fds.affinity)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, AFF_KEY)
-    p.mov(R3, FP)
-    p.alu_imm(ADD, R3, AFF_VAL)
-    p.mov_imm(R4, 0)
-    p.call(MAP_UPDATE)
+    _update(p, fds.affinity, AFF_KEY, AFF_VAL)
     p.ldx(4, R2, FP, AFF_VAL + 8)
     p.ldx(4, R3, FP, AFF_VAL + 12)
     # rewrite the destination, and remember how to show it back
@@ -126,13 +130,7 @@ def connect(fds: MapFds) -> bytes:
     p.stx(4, FP, REV_VAL, R1)
     p.ldx(2, R1, FP, SVC_KEY + 4)
     p.stx(4, FP, REV_VAL + 4, R1)
-    p.ld_map(R1, fds.revnat)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, REV_KEY)
-    p.mov(R3, FP)
-    p.alu_imm(ADD, R3, REV_VAL)
-    p.mov_imm(R4, 0)
-    p.call(MAP_UPDATE)
+    _update(p, fds.revnat, REV_KEY, REV_VAL)
     p.label("allow")
     p.ret(1)
     return p.assemble()
@@ -148,10 +146,7 @@ def reverse(fds: MapFds) -> bytes:
     p.stx(4, FP, REV_KEY + 8, R2)
     p.ldx(4, R2, R6, USER_PORT)
     p.stx(4, FP, REV_KEY + 12, R2)
-    p.ld_map(R1, fds.revnat)
-    p.mov(R2, FP)
-    p.alu_imm(ADD, R2, REV_KEY)
-    p.call(MAP_LOOKUP)
+    _lookup(p, fds.revnat, REV_KEY)
     p.jmp_imm(JEQ, R0, 0, "done")
     p.ldx(4, R1, R0, 0)
     p.stx(4, R6, USER_IP4, R1)
