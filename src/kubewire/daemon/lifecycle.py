@@ -214,18 +214,19 @@ def start_node_local_dns(h: Handle) -> None:
                     [python(), "-m", "kubewire.dns.server", "--listen", f"{NODE_LOCAL_DNS_IP}:53", "--cache",
                      "--force-tcp", "--upstream", f"{dns_ip}:53", "--log-file", f"{h.dir}/dns/node-local-{n.name}.jsonl",
                      "--clients-file", f"{h.dir}/dns/records.json"],
-                    f"nameserver {dns_ip}\n", cgroup=ebpf_node_cgroup(h, n.name))
+                    f"nameserver {dns_ip}\n", cgroup=node_cgroup(h.cfg, n.name))
 
 
-def ebpf_node_cgroup(h: Handle, node: str) -> str:
-    """eBPF mode: the node's cgroup, made if missing (node-level processes such as NodeLocal DNS
-    run there, so their connections to a ClusterIP are balanced as a pod's are)."""
-    if h.cfg.proxy_mode != "ebpf":
+def node_cgroup(cfg: ClusterConfig, node: str) -> str:
+    """Where a node's processes run: in eBPF mode the node's own cgroup, where the socket load
+    balancer is attached (containers, and node-level processes such as NodeLocal DNS, so that their
+    connections to a ClusterIP are balanced as a pod's are); "" (wherever the loop runs) otherwise."""
+    if cfg.proxy_mode != "ebpf":
         return ""
-    path = kcgroup.node_dir(h.cfg.name, node)
+    path = kcgroup.node_dir(cfg.name, node)
     if not path:
         raise ClusterError("eBPF mode needs a cgroup v2 hierarchy (none is mounted); run `kubewire doctor`")
-    return kcgroup.ensure(path)
+    return path
 
 
 def start_internet(h: Handle) -> None:
@@ -278,7 +279,8 @@ def up(cfg: ClusterConfig) -> Handle:
         h = open_cluster(cfg.name)
     build_topology(h.topo, tuple(e.address for e in h.cfg.external_hosts), h.cfg.node_local_dns)
     for n in h.topo.nodes:
-        ebpf_node_cgroup(h, n.name)
+        if cg := node_cgroup(h.cfg, n.name):
+            kcgroup.ensure(cg)
     seed_objects(h)
     start_internet(h)
     apply_addons(h)

@@ -24,7 +24,7 @@ from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.daemon.dnsfeed import RecordsFeed
-from kubewire.kernel import cgroup as kcgroup
+from kubewire.daemon.lifecycle import node_cgroup
 from kubewire.kernel import ip as kip
 from kubewire.kernel import process as kproc
 from kubewire.kubelet.agent import AgentConfig, NodeAgent
@@ -53,14 +53,6 @@ def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
 
         return [EbpfProxyAgent(n, cfg.pod_subnet, node_cgroup(cfg, n.name), cfg.name) for n in topo.nodes]
     return [ProxyAgent(n, cfg.pod_subnet) for n in topo.nodes]
-
-
-def node_cgroup(cfg: ClusterConfig, node: str) -> str:
-    """Where a node's processes run: its own cgroup in eBPF mode (the socket load balancer is
-    attached there), else wherever the loop runs."""
-    if cfg.proxy_mode != "ebpf":
-        return ""
-    return kcgroup.node_dir(cfg.name, node) or ""
 
 
 def policy_agents(nodes: tuple) -> list:  # noqa: ANN001

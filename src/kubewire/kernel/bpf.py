@@ -20,7 +20,7 @@ SYS_BPF = 321  # x86_64
 
 # commands
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY, PROG_LOAD = 0, 1, 2, 3, 4, 5
-PROG_ATTACH, PROG_DETACH = 8, 9
+PROG_ATTACH = 8
 PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD, PROG_QUERY = 13, 14, 15, 16
 MAP_UPDATE_BATCH = 26
 # map types
@@ -92,24 +92,22 @@ class Map:
     def update(self, key: bytes, value: bytes) -> None:
         self._elem(MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, self.value_size), ANY, f"update {self.name}")
 
-    def delete(self, key: bytes) -> bool:
+    def _found(self, cmd: int, key: bytes, value: ctypes.Array | None, what: str) -> bool:
+        """False where the key is not there: ENOENT is an answer, not an error."""
         try:
-            self._elem(MAP_DELETE_ELEM, key, None, 0, f"delete {self.name}")
+            self._elem(cmd, key, value, 0, f"{what} {self.name}")
         except BpfError as e:
             if e.errno == errno.ENOENT:
                 return False
             raise
         return True
 
+    def delete(self, key: bytes) -> bool:
+        return self._found(MAP_DELETE_ELEM, key, None, "delete")
+
     def lookup(self, key: bytes) -> bytes | None:
         v = ctypes.create_string_buffer(self.value_size)
-        try:
-            self._elem(MAP_LOOKUP_ELEM, key, v, 0, f"lookup {self.name}")
-        except BpfError as e:
-            if e.errno == errno.ENOENT:
-                return None
-            raise
-        return v.raw
+        return v.raw if self._found(MAP_LOOKUP_ELEM, key, v, "lookup") else None
 
     def keys(self) -> Iterator[bytes]:
         """Every key (a snapshot walk: entries added meanwhile may or may not appear)."""
@@ -175,19 +173,6 @@ def attach_cgroup(cgroup_dir: str, prog_fd: int, attach_type: int) -> None:
     fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         _bpf(PROG_ATTACH, _attr(struct.pack("IIIII", fd, prog_fd, attach_type, 0, 0)), f"attach to {cgroup_dir}")
-    finally:
-        os.close(fd)
-
-
-def detach_cgroup(cgroup_dir: str, attach_type: int) -> bool:
-    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _bpf(PROG_DETACH, _attr(struct.pack("IIIII", fd, 0, attach_type, 0, 0)), f"detach from {cgroup_dir}")
-        return True
-    except BpfError as e:
-        if e.errno == errno.ENOENT:
-            return False
-        raise
     finally:
         os.close(fd)
 

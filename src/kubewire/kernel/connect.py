@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from kubewire.kernel import cgroup
 from kubewire.kernel.nsswitch import entered
 
 IPPROTO_SCTP = 132
@@ -156,8 +157,7 @@ def connect_all(attempts: list[Attempt], timeout: float = 1.0) -> list[Result]:
             code = 0
             try:
                 os.close(r)
-                with open(f"{cg}/cgroup.procs", "w") as f:
-                    f.write(str(os.getpid()))
+                cgroup.join(cg)
                 out = asyncio.run(_run([attempts[i] for i in idxs], timeout, limit))
                 os.write(w, json.dumps([asdict(x) for x in out]).encode())
             except BaseException:  # noqa: BLE001

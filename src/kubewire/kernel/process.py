@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import setproctitle
 
+from kubewire.kernel import cgroup
 from kubewire.kernel import nsswitch as ns
 from kubewire.kernel.ip import NETNS_DIR
 
@@ -74,8 +75,7 @@ def _become_container(spec: ContainerSpec) -> None:
     # bind them again), not the store, not other containers' pidfds
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     if spec.cgroup:  # before /sys is remounted below
-        with open(f"{spec.cgroup}/cgroup.procs", "w") as f:
-            f.write(str(os.getpid()))
+        cgroup.join(spec.cgroup)
     fd = os.open(f"{NETNS_DIR}/{spec.netns}", os.O_RDONLY)
     ns.setns(fd, ns.CLONE_NEWNET)
     os.close(fd)

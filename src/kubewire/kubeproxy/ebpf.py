@@ -27,7 +27,7 @@ from kubewire.kubeproxy.agent import ProxyAgent
 from kubewire.proxy.ebpf import maps as M
 from kubewire.proxy.ebpf.programs import MapFds, connect, reverse
 from kubewire.proxy.ebpf.view import Change, NodeView
-from kubewire.proxy.model import KubeProxyConfig, ServicePortName
+from kubewire.proxy.model import ServicePortName
 
 HOOKS = ((bpf.CGROUP_INET4_CONNECT, "connect"), (bpf.CGROUP_UDP4_SENDMSG, "connect"),
          (bpf.CGROUP_INET4_GETPEERNAME, "reverse"), (bpf.CGROUP_UDP4_RECVMSG, "reverse"))
@@ -60,9 +60,8 @@ class EbpfProxyAgent:
         self.cluster = cluster  # names the node's pod namespaces (for UDP socket termination)
         self.cgroup = cgroup_dir
         self.netfilter = ProxyAgent(node, cluster_cidr)
-        self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
         self.maps: Maps | None = None
-        self.view = NodeView(node.name, self.config.prefer_same_traffic_distribution)
+        self.view = NodeView(node.name, self.netfilter.config.prefer_same_traffic_distribution)
         self.ids: dict[ServicePortName, int] = {}
         self.free: list[int] = []
         self.last_kind = ""
@@ -120,7 +119,7 @@ class EbpfProxyAgent:
                 for b in set(o.backends) - set(ch.new[n].backends if n in ch.new else ())}
         if not gone or not self.cluster:
             return
-        netnses = [self.node.netns] + [pod_netns(self.cluster, p["metadata"]["uid"]) for p in snap.list("Pod")
+        netnses = [self.node.netns] + [pod_netns(self.cluster, p["metadata"]["uid"]) for p in snap.index("Pod").values()
                                        if p["spec"].get("nodeName") == self.node.name and not p["spec"].get("hostNetwork")
                                        and p["metadata"].get("uid")]
         for ns in netnses:
@@ -129,7 +128,7 @@ class EbpfProxyAgent:
             except OSError:  # a pod namespace removed meanwhile
                 continue
 
-    def apply(self, w: M.MapWrites, ch: Change | None = None) -> None:
+    def apply(self, w: M.MapWrites, ch: Change) -> None:
         assert self.maps is not None
         m = self.maps
         m.backends.update_many(w.backends)
@@ -138,10 +137,9 @@ class EbpfProxyAgent:
             m.backends.delete(k)
         for k in w.delete_services:
             m.services.delete(k)
-        sticky = ch is None or any(e.affinity_seconds for e in ch.old.values())
+        sticky = any(e.affinity_seconds for e in ch.old.values())
         if w.changed_ids and sticky:  # affinity to a backend that left must not outlive it
-            new = ch.new if ch is not None else self.view.entries
-            live = {(self.ids[n], b) for n, e in new.items() if n in self.ids for b in e.backends}
+            live = {(self.ids[n], b) for n, e in ch.new.items() if n in self.ids for b in e.backends}
             for k, v in list(m.affinity.items()):
                 sid = int.from_bytes(k[8:12], "little")
                 if sid in w.changed_ids and (sid, M.decode_backend(v[8:16])) not in live:
