@@ -19,6 +19,13 @@ bench_app = typer.Typer(help="Benchmarks: measured side by side, printed as a ta
 DEMO_DIR = Path(__file__).resolve().parent.parent / "manifests" / "demo"
 
 
+def write_results(con: Console, out: str, doc: dict) -> None:
+    """Every bench's JSON, where --out says, and the line saying so."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=2))
+    con.print(f"wrote {out}")
+
+
 def machine() -> dict:
     mem = 0
     with open("/proc/meminfo") as f:
@@ -59,9 +66,7 @@ def bench_up(
                   f"{r.down_s:.2f}")
     con.print(t)
     con.print("published times to a working cluster (for comparison): k3d 19.9 s, kind 33.0 s, minikube 50.8 s")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), "results": as_rows(results)}, indent=2))
-    con.print(f"wrote {out}")
+    write_results(con, out, {"machine": machine(), "results": as_rows(results)})
 
 
 @bench_app.command("services")
@@ -92,9 +97,7 @@ def bench_services(
                   f"{r['direct_first_byte_p50_us']:.0f}/{r['direct_first_byte_p99_us']:.0f}",
                   f"{up * 1000:.0f}" if up else "")
     con.print(t)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), **res}, indent=2))
-    con.print(f"wrote {out}")
+    write_results(con, out, {"machine": machine(), **res})
 
 
 @bench_app.command("dns")
@@ -145,9 +148,7 @@ def bench_dns(
             "what glibc sends in a pod with ndots:5).",
             "Other processes on this machine add noise: compare rows of one run."):
         con.print(line)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), **res}, indent=2))
-    con.print(f"wrote {out}")
+    write_results(con, out, {"machine": machine(), **res})
 
 
 @bench_app.command("ingress")
@@ -172,9 +173,7 @@ def bench_ingress(
     con.print(t)
     for mode, us in res["ingress_overhead_p50_us"].items():
         con.print(f"full ingress path over direct to the pod, p50 ({mode}): {us} µs")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), **res}, indent=2))
-    con.print(f"wrote {out}")
+    write_results(con, out, {"machine": machine(), **res})
 
 
 @bench_app.command("policy")
@@ -218,9 +217,7 @@ def bench_policy(
                   str(r["first_byte_p99_us"]), str(r["errors"]))
     con.print(t)
     con.print("targets: 1000 policies programmed in ≤ 1 s per node; the 9-pod × 2-port matrix probed in ≤ 3 s")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps({"machine": machine(), **res}, indent=2))
-    con.print(f"wrote {out}")
+    write_results(con, out, {"machine": machine(), **res})
 
 
 @bench_app.command("datapath")
@@ -254,7 +251,6 @@ def bench_datapath(
     con.print(t)
     for tg in res["targets"]:
         con.print(f"target {tg['target']}: [bold]{tg['status']}[/bold] {tg['value']}")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    Path(out).write_text(json.dumps(res, indent=2))
+    write_results(con, out, res)
     plot(res, plot_path)
-    con.print(f"wrote {out} and {plot_path}")
+    con.print(f"wrote {plot_path}")

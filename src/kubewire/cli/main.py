@@ -245,16 +245,13 @@ def rules(node: str = typer.Option(..., "--node", help="Node name."),
           table: str | None = typer.Option(None, "-t", "--table")) -> None:
     """What is live on a node: its iptables (iptables-save), its kube-proxy nftables table in
     nftables mode, and the socket load balancer's maps in eBPF mode."""
-    from kubewire.cli.objects import handle
+    from kubewire.cli.objects import handle, node_of
     from kubewire.cli.proxy_cmd import live_datapath
     from kubewire.kernel.netfilter import save
 
     need_root()
     h = handle()
-    try:
-        n = h.topo.node(node)
-    except KeyError:
-        fail(f'node "{node}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
+    n = node_of(h, node)
     if h.cfg.proxy_mode == "nftables" and table in (None, "kube-proxy"):
         sys.stdout.write(live_datapath(h, n, "nftables"))
         return

@@ -13,6 +13,7 @@ from kubewire.api.kinds import KindInfo, resolve_resource
 from kubewire.api.loader import load_paths
 from kubewire.cli.context import fail, out_console, state
 from kubewire.cli.printers import as_list, dump, table
+from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Op
 from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
 from kubewire.store.apply import apply_documents, delete_objects
@@ -25,6 +26,14 @@ def handle() -> Handle:
         return open_cluster(state.name)
     except ClusterError as e:
         fail(str(e))
+
+
+def node_of(h: Handle, name: str) -> NodePlan:
+    """A node of the cluster by name, or a clear error listing the nodes there are."""
+    try:
+        return h.topo.node(name)
+    except KeyError:
+        fail(f'node "{name}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
 
 
 def _resolve(word: str) -> KindInfo:

@@ -246,15 +246,12 @@ def explain(
 @policy_app.command("render")
 def render(node: str = typer.Option(..., "--node", help="Node name.")) -> None:
     """The node's table as the planner computes it from the cluster's state (what the agent programs)."""
-    from kubewire.cli.objects import handle
+    from kubewire.cli.objects import handle, node_of
     from kubewire.policy.nftables import render_table
     from kubewire.policy.plan import plan_node, resolve
 
     h = handle()
-    try:
-        n = h.topo.node(node)
-    except KeyError:
-        fail(f'node "{node}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
+    n = node_of(h, node)
     rs = plan_node(resolve(_view(h)), n.name, (n.ip, n.bridge_ip))
     if rs.empty:
         print(f"# no pod on {node} is isolated by a NetworkPolicy: no table")
@@ -265,15 +262,12 @@ def render(node: str = typer.Option(..., "--node", help="Node name.")) -> None:
 @policy_app.command("show")
 def show(node: str = typer.Option(..., "--node", help="Node name.")) -> None:
     """The node's policy table as its kernel holds it now, counters included (nft list table)."""
-    from kubewire.cli.objects import handle
+    from kubewire.cli.objects import handle, node_of
     from kubewire.kernel.nftread import table_text
 
     need_root()
     h = handle()
-    try:
-        n = h.topo.node(node)
-    except KeyError:
-        fail(f'node "{node}" not found (nodes: {", ".join(x.name for x in h.topo.nodes)})')
+    n = node_of(h, node)
     text = table_text(n.netns, FAMILY, TABLE)
     if text is None:
         print(f"# no {FAMILY} {TABLE} table on {node}: no local pod is isolated")
