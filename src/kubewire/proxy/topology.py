@@ -25,6 +25,14 @@ class CategorizedEndpoints:
     all_reachable: list[Endpoint]
     has_any: bool
 
+    def internal(self, svc: ServicePort) -> list[Endpoint]:
+        """What traffic to the ClusterIP may use (upstream's internal policy chain)."""
+        return self.local if svc.internal_policy_local else self.cluster
+
+    def external(self, svc: ServicePort) -> list[Endpoint]:
+        """What traffic from outside (NodePort, LoadBalancer, externalIPs) may use."""
+        return self.local if svc.external_policy_local else self.cluster
+
 
 def topology_mode(
     endpoints: Sequence[Endpoint], node_name: str, zone: str, prefer_same_node: bool = True

@@ -70,7 +70,7 @@ def internal_endpoints(svc: ServicePort, eps: Sequence[Endpoint], node: str, lab
     cat = categorize_endpoints(list(eps), svc, node, dict(labels))
     if not cat.all_reachable:
         return []
-    return list(cat.local if svc.internal_policy_local else cat.cluster)
+    return list(cat.internal(svc))
 
 
 def plan_entries(services: Mapping[ServicePortName, ServicePort], endpoints: Mapping[ServicePortName, Sequence[Endpoint]],

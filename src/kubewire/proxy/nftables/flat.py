@@ -219,8 +219,7 @@ def _port_elements(
     proto = svc.protocol.lower()
     cat = categorize_endpoints(endpoints, svc, params.node_name, params.node_labels, params.prefer_same_node)
     has_endpoints = cat.has_any
-    internal = cat.local if svc.internal_policy_local else cat.cluster
-    external = cat.local if svc.external_policy_local else cat.cluster
+    internal, external = cat.internal(svc), cat.external(svc)
     no_endpoints = f" comment {_quote(str(key))} : " + (f"goto {REJECT_CHAIN}" if not has_endpoints else "drop")
     for ep in cat.all_reachable:
         if hairpin(ep):
