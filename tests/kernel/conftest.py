@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every daemon these tests start compares each of its cached snapshots with a full read of the
+# store, and stops if they differ (kubewire.store.db): no agent or controller may modify the
+# objects a snapshot shares with the next one.
+os.environ["KUBEWIRE_VERIFY_SNAPSHOTS"] = "1"
 KW = [sys.executable, "-m", "kubewire.cli.main"]
 
 

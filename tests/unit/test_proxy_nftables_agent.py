@@ -1,4 +1,4 @@
-"""The nftables agent without a kernel: its map cache fed from Snapshots, and the "auto" layout."""
+"""The nftables agent without a kernel: its maps fed from Snapshots, and the "auto" layout."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import copy
 
 from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Snapshot
-from kubewire.kubeproxy.nftables import AUTO_FLAT_AT, MapCache, NftProxyAgent
-from kubewire.proxy.model import build_endpoints_map, build_service_map
+from kubewire.kubeproxy.nftables import AUTO_FLAT_AT, NftProxyAgent
+from kubewire.proxy.model import ProxyMaps, build_endpoints_map, build_service_map
 
 
 def objects(n: int) -> list[dict]:
@@ -29,30 +29,27 @@ def parsed(objs: list[dict]) -> tuple[dict, dict]:
             build_endpoints_map([o for o in objs if o["kind"] == "EndpointSlice"], "node"))  # fmt: skip
 
 
-def test_cache_from_snapshots() -> None:
-    objs = objects(5) + [{"kind": "Pod", "metadata": {"namespace": "ns", "name": "p", "resourceVersion": "1"}},
-                         {"kind": "ServiceCIDR", "metadata": {"name": "extra", "resourceVersion": "1"},
-                          "spec": {"cidrs": ["10.200.0.0/16"]}}]  # fmt: skip
-    cache = MapCache("node")
-    changed, _, _, cidrs = cache.update_snapshot(Snapshot.of(objs))
-    assert len(changed) == 5 and (cache.service_map, cache.endpoints_map) == parsed(objs)
-    assert [c["metadata"]["name"] for c in cidrs] == ["extra"] and cache.count == 5
-    before = {k: v for k, v in cache.endpoints_map.items()}
-    assert cache.update_snapshot(Snapshot.of(copy.deepcopy(objs)))[0] == set()  # new dicts, same versions
-    assert all(cache.endpoints_map[k] is v for k, v in before.items())  # entries kept as they were
+def test_maps_from_snapshots() -> None:
+    """The agent's maps (ProxyMaps, shared with the other modes) from snapshots without a change log:
+    only objects with a new resourceVersion count as changed, other entries stay as they were."""
+    objs = objects(5) + [{"kind": "Pod", "metadata": {"namespace": "ns", "name": "p", "resourceVersion": "1"}}]
+    maps = ProxyMaps("node")
+    changed, _, _ = maps.sync(Snapshot.of(objs))
+    assert len(changed) == 5 and (maps.service_map, maps.endpoints_map) == parsed(objs) and maps.service_count == 5
+    before = {k: v for k, v in maps.endpoints_map.items()}
+    assert maps.sync(Snapshot.of(copy.deepcopy(objs)))[0] == set()  # new dicts, same versions
+    assert all(maps.endpoints_map[k] is v for k, v in before.items())  # entries kept as they were
 
     # One slice changed, one Service deleted (with its slice): only they are reported.
     objs = copy.deepcopy(objs)
     objs[3]["endpoints"][0]["addresses"] = ["10.244.1.99"]
     objs[3]["metadata"]["resourceVersion"] = "2"
     del objs[4:6]
-    changed, old_svcs, old_eps, _ = cache.update_snapshot(Snapshot.of(objs))
+    changed, old_svcs, old_eps = maps.sync(Snapshot.of(objs))
     assert changed == {("ns", "s1"), ("ns", "s2")}
-    assert (cache.service_map, cache.endpoints_map) == parsed(objs)
-    assert {k.name for k in old_svcs} == {"s2"} and {k.name for k in old_eps} == {"s1", "s2"}
-    new_svcs, new_eps = cache.entries(changed)
-    assert {k.name for k in new_svcs} == {"s1"} and [e.ip for e in next(iter(new_eps.values()))] == ["10.244.1.99"]
-    assert [k.name for k in cache.ports_of[("ns", "s1")]] == ["s1"] and ("ns", "s2") not in cache.ports_of
+    assert (maps.service_map, maps.endpoints_map) == parsed(objs)
+    assert {k.name for k in old_svcs} == {k.name for k in old_eps} == {"s1", "s2"}  # both maps, each changed Service
+    assert [k.name for k in maps.ports_by_service[("ns", "s1")]] == ["s1"] and ("ns", "s2") not in maps.ports_by_service
 
 
 def test_auto_layout() -> None:

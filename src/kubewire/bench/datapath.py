@@ -303,7 +303,7 @@ def sync_detail(agent) -> dict:  # noqa: ANN001
 def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections: int, log) -> dict:  # noqa: ANN001
     """One variant at one count, on the cluster in ctx: reset, full sync, one-endpoint sync, probes."""
     from kubewire.bench.services import filler
-    from kubewire.controllers.types import Snapshot
+    from kubewire.controllers.types import Snapshot, SnapshotCache
     from kubewire.kernel import netfilter
     from kubewire.kernel.run import run
 
@@ -323,7 +323,8 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
     slices = fsl + ctx["probe_slices"]
     objs = fs + base + fsl
     del fs
-    snap = Snapshot.of(objs, time.time())
+    cache = SnapshotCache()  # as the control loop's store: the next snapshot says what changed
+    snap = cache.apply(objs, (), time.time())
     gc.collect()
     agent = make_agent(variant, cfg, node)
     try:
@@ -337,10 +338,10 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
                                        if line.startswith("-A"))
         new = changed_slice(slices)
         old_key = (new["metadata"].get("namespace"), new["metadata"]["name"])
-        objs2 = [new if (o.get("kind") == "EndpointSlice" and (o["metadata"].get("namespace"), o["metadata"]["name"]) == old_key)
-                 else o for o in objs]
-        snap2 = Snapshot.of(objs2, time.time())
-        del objs, objs2, slices, fsl
+        snap2 = cache.apply([new], (), time.time())
+        if snap2.get("EndpointSlice", *old_key) is not new:
+            raise RuntimeError(f"the changed EndpointSlice {old_key} is not in the snapshot")
+        del objs, slices, fsl
         gc.collect()
         t0 = time.perf_counter()
         changed = agent.sync(snap2)

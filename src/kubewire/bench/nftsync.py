@@ -4,7 +4,7 @@ Run in a scratch network namespace of its own (`kw-nftbench-<pid>`, removed at t
 Services are the same synthetic ones as `kubewire bench services` (one TCP port, 5 endpoints each).
 For each count N, wall-clock, everything included (seeing which objects changed and parsing
 them into kube-proxy's maps, planning, `nft -f`), timed as NftProxyAgent runs a sync: from a
-Snapshot of the objects (built untimed, as the control loop builds it before calling the agents):
+Snapshot made by a SnapshotCache (untimed, as the control loop's store makes it before calling the agents):
 
 * `upstream_single`: upstream's full sync as one transaction (what `proxy render --mode
   nftables` prints) into an empty table; only up to `upstream_max` Services (super-linear:
@@ -22,16 +22,17 @@ Snapshot of the objects (built untimed, as the control loop builds it before cal
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import time
 
 from kubewire.bench.services import filler
-from kubewire.controllers.types import Snapshot
+from kubewire.controllers.types import SnapshotCache
 from kubewire.kernel import ip
 from kubewire.kernel.run import in_netns, run
-from kubewire.kubeproxy.nftables import CHUNK, MapCache, NftSyncer, SyncResult, delete_table
-from kubewire.proxy.model import KubeProxyConfig, build_endpoints_map, build_service_map
+from kubewire.kubeproxy.nftables import CHUNK, NftSyncer, SyncResult, delete_table
+from kubewire.proxy.model import KubeProxyConfig, ProxyMaps, build_endpoints_map, build_service_map
 from kubewire.proxy.nftables import nft_params, plan_sync
 from kubewire.proxy.nftables.flat import FLAT_TABLE
 from kubewire.proxy.nftables.render import TABLE
@@ -66,33 +67,32 @@ def measure_layout(netns: str, n: int, layout: str, chunk: int) -> dict:
     gc.collect()
     gc.freeze()  # the objects are long-lived, as in the control loop (which freezes its heap too)
     out: dict = {}
-    cache = MapCache(NODE)
+    maps = ProxyMaps(NODE)
+    cache = SnapshotCache()
     syncer = NftSyncer(netns, chunk, layout, [NODE_POD_CIDR])
 
-    def sync(label: str) -> SyncResult:
-        snap = Snapshot.of(services + slices)
+    def sync(label: str, written: list[dict]) -> SyncResult:
+        snap = cache.apply(written, ())  # as the control loop's store cache does, untimed
         t0 = time.perf_counter()
-        changed, _, _, _ = cache.update_snapshot(snap)
+        changed, _, _ = maps.sync(snap)
         t1 = time.perf_counter()
-        r = syncer.sync(cache.service_map, cache.endpoints_map, params, changed=changed, ports_of=cache.ports_of)
+        r = syncer.sync(maps.service_map, maps.endpoints_map, params, changed=changed, ports_of=maps.ports_by_service)
         out[label] = round(time.perf_counter() - t0, 3)
         out[f"{label}_maps"] = round(t1 - t0, 3)
         out[f"{label}_apply"] = round(r.apply_seconds, 3)
         out[f"{label}_operations"] = r.operations
         return r
 
-    r = sync("initial")
+    r = sync("initial", services + slices)
     out["initial_transactions"] = r.transactions
     # the node's zone label changed: every Service is recomputed
     params = nft_params(CONFIG, NODE, [NODE_IP], {"topology.kubernetes.io/zone": "z1"}, "IPv4", (), SERVICE_CIDRS)
-    sync("full")
-    slices[n // 2]["endpoints"][0]["addresses"] = ["172.31.255.254"]
-    _bump(slices[n // 2], "2")
-    sync("one_endpoint")
+    sync("full", [])
+    changed = copy.deepcopy(slices[n // 2])
+    changed["endpoints"][0]["addresses"] = ["172.31.255.254"]
+    sync("one_endpoint", [_bump(changed, "2")])
     more_svcs, more_slices = filler(n + 1)
-    services.append(_bump(more_svcs[-1], "1"))
-    slices.append(_bump(more_slices[-1], "1"))
-    sync("add_service")
+    sync("add_service", [_bump(more_svcs[-1], "1"), _bump(more_slices[-1], "1")])
     delete_table(netns, "ip", TABLE)
     delete_table(netns, "ip", FLAT_TABLE)
     gc.unfreeze()

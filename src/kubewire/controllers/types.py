@@ -2,20 +2,65 @@
 
 Controllers are pure and level-triggered: given the whole state they return the writes that move it
 toward the desired state, and nothing else. The daemon applies the writes; tests call them directly.
+
+Snapshots made by one SnapshotCache also say what changed between them (a change log, as an
+informer's event stream), so an agent that remembers the snapshot it last saw can look at the few
+objects that changed instead of comparing every object's resourceVersion: at 30k Services that
+comparison alone is ~60 ms, a one-endpoint change a handful of dictionary look-ups.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 Key = tuple[str, str, str]  # (kind, namespace or "", name)
+NamespacedName = tuple[str, str]
 
 
 def key_of(obj: dict) -> Key:
     meta = obj.get("metadata", {})
     return (obj["kind"], meta.get("namespace", "") or "", meta["name"])
+
+
+class ChangeLog:
+    """The keys that changed at each step of one SnapshotCache, in order. Bounded: entries older
+    than `keep` are dropped, and a reader from before them is told to compare everything."""
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self.keep = keep
+        self.seqs: list[int] = []  # one per entry, non-decreasing
+        self.keys: list[Key] = []
+        self.complete_after = 0  # every change with a larger seq is here
+
+    def record(self, seq: int, keys: Iterable[Key]) -> None:
+        for k in keys:
+            self.seqs.append(seq)
+            self.keys.append(k)
+        if len(self.keys) > 2 * self.keep:
+            cut = len(self.keys) - self.keep
+            # never split one step: drop whole steps only
+            cut = bisect.bisect_right(self.seqs, self.seqs[cut - 1])
+            self.complete_after = self.seqs[cut - 1]
+            del self.seqs[:cut], self.keys[:cut]
+
+    def between(self, after: int, upto: int) -> list[Key] | None:
+        """Keys changed in steps after..upto, or None when the log no longer reaches back that far."""
+        if after < self.complete_after:
+            return None
+        lo = bisect.bisect_right(self.seqs, after)
+        hi = bisect.bisect_right(self.seqs, upto)
+        return self.keys[lo:hi]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a reader stands in one cache's change log: the snapshot it saw last."""
+
+    log: ChangeLog
+    seq: int
 
 
 @dataclass
@@ -25,6 +70,7 @@ class Snapshot:
     objects: dict[Key, dict] = field(default_factory=dict)
     now: float = 0.0  # seconds since the epoch, as the controllers should see it
     _index: dict[str, dict[tuple[str, str], dict]] = field(default_factory=dict, repr=False, compare=False)
+    cursor: Cursor | None = field(default=None, repr=False, compare=False)  # set by a SnapshotCache
 
     @classmethod
     def of(cls, objs: Iterable[dict], now: float = 0.0) -> Snapshot:
@@ -45,6 +91,56 @@ class Snapshot:
         out = [o for (k, ns, _), o in self.objects.items() if k == kind and (namespace is None or ns == namespace)]
         out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return out
+
+    def changes(self, since: Cursor | None, kinds: Iterable[str]) -> dict[str, dict[NamespacedName, dict | None]] | None:
+        """Objects of these kinds that changed since the snapshot `since` points at, per kind by
+        (namespace, name); None (deleted) where gone. None when this snapshot cannot tell: no
+        cursor, another cache's, or older than the log keeps. The objects given may be unchanged
+        (written again with the same content): a reader still compares what it needs."""
+        cur = self.cursor
+        if since is None or cur is None or since.log is not cur.log or since.seq > cur.seq:
+            return None
+        keys = cur.log.between(since.seq, cur.seq)
+        if keys is None:
+            return None
+        out: dict[str, dict[NamespacedName, dict | None]] = {k: {} for k in kinds}
+        for kind, ns, name in keys:
+            by_name = out.get(kind)
+            if by_name is not None:
+                by_name[(ns, name)] = self.index(kind).get((ns, name))
+        return out
+
+
+class SnapshotCache:
+    """Parsed objects kept between snapshots, as an informer's cache: each step applies what was
+    written since the last one, and each Snapshot it returns is an independent copy (its dicts of
+    objects; the objects themselves are shared and must be treated as read-only)."""
+
+    def __init__(self, log_keep: int = 200_000) -> None:
+        self.objects: dict[Key, dict] = {}
+        self._by_kind: dict[str, dict[NamespacedName, dict]] = {}
+        self.log = ChangeLog(log_keep)
+        self.seq = 0
+
+    def apply(self, upserts: Iterable[dict], deletes: Iterable[Key], now: float = 0.0) -> Snapshot:
+        changed: list[Key] = []
+        for o in upserts:
+            k = key_of(o)
+            self.objects[k] = o
+            self._by_kind.setdefault(k[0], {})[(k[1], k[2])] = o
+            changed.append(k)
+        for k in deletes:
+            if self.objects.pop(k, None) is not None:
+                self._by_kind.get(k[0], {}).pop((k[1], k[2]), None)
+                changed.append(k)
+        if changed:
+            self.seq += 1
+            self.log.record(self.seq, changed)
+        return self.snapshot(now)
+
+    def snapshot(self, now: float = 0.0) -> Snapshot:
+        index = {kind: dict(objs) for kind, objs in self._by_kind.items() if objs}
+        return Snapshot(dict(self.objects), now, index, Cursor(self.log, self.seq))
 
 
 @dataclass

@@ -63,6 +63,8 @@ class ProxyAgent:
         self.last_duration = 0.0
         self.health: dict[int, tuple[str, str, int]] = {}  # healthCheckNodePort -> (ns, name, local endpoints)
         self.servers: dict[int, asyncio.base_events.Server] = {}
+        self._health_svcs: set = set()  # service ports with a health-check NodePort
+        self._health_labels: dict | None = None
         self.maps = ProxyMaps(node.name, "IPv4", self.config.prefer_same_traffic_distribution)
         self.render_cache = RenderCache()
 
@@ -79,8 +81,7 @@ class ProxyAgent:
         t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
-        services, slices = _proxied_objects(snap)
-        changed_names, old_svcs, old_eps = self.maps.update(services, slices)
+        changed_names, old_svcs, old_eps = self.maps.sync(snap)
         full = self.last_payload is None or labels != self.labels
         if not full and not changed_names:
             return False
@@ -113,18 +114,28 @@ class ProxyAgent:
             for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
                 netfilter.conntrack_delete(self.node.netns, args)
         self.services, self.endpoints = svc_map, eps_map
-        self._health_ports(labels)
+        self._health_ports(labels, None if full else ports | old_svcs.keys())
         self.last_sync = time.time()
         self.last_duration = time.perf_counter() - t0
         return True
 
     # ---- health checks ---------------------------------------------------------------------
-    def _health_ports(self, labels: dict) -> None:
+    def _health_ports(self, labels: dict, changed: set | None = None) -> None:
+        """`changed`: the service ports that changed (None: all may have); only Services with a
+        health-check NodePort are looked at again, not every Service."""
+        if changed is None or labels != self._health_labels:
+            self._health_svcs = {k for k, s in self.services.items() if getattr(s, "health_check_node_port", 0)}
+        else:
+            for k in changed:
+                if getattr(self.services.get(k), "health_check_node_port", 0):
+                    self._health_svcs.add(k)
+                else:
+                    self._health_svcs.discard(k)
+        self._health_labels = labels
         want: dict[int, tuple[str, str, int]] = {}
-        for name, svc in self.services.items():
-            port = getattr(svc, "health_check_node_port", 0)
-            if not port:
-                continue
+        for name in self._health_svcs:
+            svc = self.services[name]
+            port = svc.health_check_node_port
             eps = self.endpoints.get(name, [])
             local = categorize_endpoints(eps, svc, self.node.name, labels).local
             n = len({e.ip for e in local if e.ready})
@@ -183,13 +194,6 @@ class ProxyAgent:
             pass
         finally:
             writer.close()
-
-
-def _proxied_objects(snap: Snapshot) -> tuple[dict[tuple[str, str], dict], dict[tuple[str, str], dict]]:
-    """The Services and EndpointSlices of a snapshot by (namespace, name): its per-kind index,
-    built once per snapshot for every agent, unsorted (Snapshot.list sorts, which costs more than
-    the rest of a partial sync at 10k)."""
-    return snap.index("Service"), snap.index("EndpointSlice")
 
 
 def _health_body(namespace: str, name: str, local: int) -> str:

@@ -85,13 +85,12 @@ class EbpfProxyAgent:
     def sync(self, snap: Snapshot) -> bool:
         t0 = time.perf_counter()
         services = snap.index("Service")
-        slices = snap.index("EndpointSlice")
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
         first = self.maps is None
         if first:
             self._load()
-        ch = self.view.update(services, slices, labels)
+        ch = self.view.sync(snap, labels)
         if not ch.services and not first:
             return False
         writes = M.plan_writes(ch.old, ch.new, self.ids, self.free)

@@ -25,8 +25,9 @@ whole table: nft lists every chain before it runs (nf_tables_dump_chains) and th
 revalidates every chain at commit (nft_table_validate). The flat layout has neither per-Service
 chains nor per-Service sets, so its transactions cost what they change.
 
-The flat layout's applier does as little as the change: `MapCache` sees what changed with one
-dictionary look-up per object (its resourceVersion) and parses only that; the planner keeps
+The flat layout's applier does as little as the change: the agent's ProxyMaps (shared with the
+iptables and eBPF agents) reads what changed from the snapshot's change log (or, from a snapshot
+without one, compares resourceVersions) and parses only that; the planner keeps
 each Service's elements and reuses them while the very same ServicePort/endpoint objects come
 back (a full resync recomputes only when the node parameters Services depend on changed: name,
 IP, zone label); elements go out in `add element` statements of 1000; nothing is listed from
@@ -57,10 +58,9 @@ resync 0.44–0.84, one endpoint 0.088–0.14, add Service 0.044–0.097.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan
@@ -73,8 +73,6 @@ from kubewire.proxy.model import (
     Endpoint,
     ServicePort,
     ServicePortName,
-    build_endpoints_map,
-    build_service_map,
 )
 from kubewire.proxy.nftables import NftParams, NftState, SyncPlan, changed_services, nft_params, plan_sync
 from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat
@@ -233,175 +231,6 @@ def delete_table(netns: str, family: str = "ip", table: str = TABLE) -> None:
     nft.apply(netns, "".join(_drop_table(family, table)))
 
 
-def _signature(o: dict) -> object:
-    rv = o["metadata"].get("resourceVersion")
-    return rv if rv is not None else json.dumps(o, sort_keys=True, default=str)
-
-
-class MapCache:
-    """kube-proxy's service and endpoints maps, kept up to date object by object.
-
-    Rebuilding both maps from every object costs seconds at 10k Services; here only Services and
-    EndpointSlices whose resourceVersion changed are parsed again, and `update` says which
-    Services changed, as upstream's change trackers do. Seeing what changed is one dictionary
-    look-up per object (its resourceVersion against the one parsed last); entries of Services
-    that did not change stay the very same objects (the flat planner relies on that)."""
-
-    def __init__(self, node_name: str, prefer_same_node: bool = True) -> None:
-        self.node_name = node_name
-        self.prefer_same_node = prefer_same_node
-        self.service_map: dict[ServicePortName, ServicePort] = {}
-        self.endpoints_map: dict[ServicePortName, list[Endpoint]] = {}
-        # keyed (kind, namespace, name) as Snapshot.objects: the resourceVersion parsed last
-        self._svc_sig: dict[tuple[str, str, str], object] = {}
-        self._slice_sig: dict[tuple[str, str, str], object] = {}
-        self._slice_svc: dict[tuple[str, str, str], str | None] = {}  # slice -> its Service's name
-        self._svc_keys: dict[NamespacedName, list[ServicePortName]] = {}
-        self._slices: dict[NamespacedName, dict[str, dict]] = {}  # service -> slice name -> object
-        self._eps_keys: dict[NamespacedName, list[ServicePortName]] = {}
-
-    def update(self, services: list[dict], slices: list[dict]) -> tuple[set[NamespacedName], dict, dict]:
-        """Apply the current objects; returns the changed Services and, for them, the old entries
-        of both maps (what stale-conntrack cleanup compares with)."""
-        objects = {}
-        for kind, objs in (("Service", services), ("EndpointSlice", slices)):
-            for o in objs:
-                meta = o["metadata"]
-                objects[(kind, meta.get("namespace") or "", str(meta.get("name") or ""))] = o
-        return self._update(objects)[:3]
-
-    def update_snapshot(self, snap: Snapshot) -> tuple[set[NamespacedName], dict, dict, list[dict]]:
-        """`update` from a Snapshot; also returns the ServiceCIDR objects."""
-        return self._update(snap.objects)
-
-    @property
-    def ports_of(self) -> Mapping[NamespacedName, list[ServicePortName]]:
-        """The keys of `service_map` per Service."""
-        return self._svc_keys
-
-    @property
-    def count(self) -> int:
-        """How many Services (objects) there are."""
-        return len(self._svc_sig)
-
-    def entries(self, services: Iterable[NamespacedName]) -> tuple[dict, dict]:
-        """The current entries of both maps for these Services."""
-        svcs, eps = {}, {}
-        for nsn in services:
-            for k in self._svc_keys.get(nsn, ()):
-                svcs[k] = self.service_map[k]
-            for k in self._eps_keys.get(nsn, ()):
-                eps[k] = self.endpoints_map[k]
-        return svcs, eps
-
-    def _update(self, objects: Mapping[tuple[str, str, str], dict]) -> tuple[set[NamespacedName], dict, dict, list[dict]]:
-        """One pass over all objects (keyed kind, namespace, name), a dictionary look-up each."""
-        svc_sig, slice_sig = self._svc_sig, self._slice_sig
-        svc_get, slice_get = svc_sig.get, slice_sig.get
-        svc_new: list = []
-        slice_new: list = []
-        cidrs: list[dict] = []
-        n_svc = n_slice = 0
-        for k, o in objects.items():
-            kind = k[0]
-            if kind == "EndpointSlice":
-                old = slice_get(k)
-                if old is None:
-                    slice_new.append((k, o))
-                else:
-                    n_slice += 1
-                    if old != o["metadata"].get("resourceVersion"):
-                        slice_new.append((k, o))
-            elif kind == "Service":
-                old = svc_get(k)
-                if old is None:
-                    svc_new.append((k, o))
-                else:
-                    n_svc += 1
-                    if old != o["metadata"].get("resourceVersion"):
-                        svc_new.append((k, o))
-            elif kind == "ServiceCIDR":
-                cidrs.append(o)
-        svc_gone = [k for k in svc_sig if k not in objects] if n_svc < len(svc_sig) else []
-        slice_gone = [k for k in slice_sig if k not in objects] if n_slice < len(slice_sig) else []
-
-        changed: set[NamespacedName] = set()
-        old_svcs: dict = {}
-        old_eps: dict = {}
-
-        def replace(table: dict, keys: dict, nsn: NamespacedName, new: dict, old_out: dict) -> None:
-            before = {k: table[k] for k in keys.get(nsn, ())}
-            if before == new:
-                return
-            changed.add(nsn)
-            old_out.update(before)
-            for k in before:
-                del table[k]
-            table.update(new)
-            if new:
-                keys[nsn] = list(new)
-            else:
-                keys.pop(nsn, None)
-
-        todo: dict[NamespacedName, dict] = {}
-        for k, o in svc_new:
-            sig = _signature(o)
-            if svc_sig.get(k) != sig:
-                svc_sig[k] = sig
-                todo[(k[1] or "default", k[2])] = o
-        if todo:
-            # one parse for all of them: the per-Service entries are split off afterwards
-            by_service: dict[NamespacedName, dict] = {nsn: {} for nsn in todo}
-            for key, sp in build_service_map(todo.values()).items():
-                by_service[(key.namespace, key.name)][key] = sp
-            for nsn, new in by_service.items():
-                replace(self.service_map, self._svc_keys, nsn, new, old_svcs)
-        for k in svc_gone:
-            del svc_sig[k]
-            replace(self.service_map, self._svc_keys, (k[1] or "default", k[2]), {}, old_svcs)
-
-        dirty: set[NamespacedName] = set()
-        for k, o in slice_new:
-            sig = _signature(o)
-            if slice_sig.get(k) == sig:
-                continue
-            ns, name = k[1] or "default", k[2]
-            svc = (o["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
-            svc = svc if isinstance(svc, str) else None
-            before = self._slice_svc.get(k)
-            if before is not None:
-                dirty.add((ns, before))
-                self._slices.get((ns, before), {}).pop(name, None)
-            if svc is not None:
-                dirty.add((ns, svc))
-                self._slices.setdefault((ns, svc), {})[name] = o
-            slice_sig[k] = sig
-            self._slice_svc[k] = svc
-        for k in slice_gone:
-            before = self._slice_svc.pop(k, None)
-            del slice_sig[k]
-            if before is not None:
-                ns = k[1] or "default"
-                dirty.add((ns, before))
-                self._slices.get((ns, before), {}).pop(k[2], None)
-        if dirty:
-            group: list[dict] = []
-            for nsn in dirty:
-                objs = self._slices.get(nsn)
-                if objs:
-                    group.extend(objs.values())
-                else:
-                    self._slices.pop(nsn, None)
-            # one parse for all of them: the per-Service entries are split off afterwards
-            parsed = build_endpoints_map(group, self.node_name, "IPv4", self.prefer_same_node) if group else {}
-            per_service: dict[NamespacedName, dict] = {}
-            for k, v in parsed.items():
-                per_service.setdefault((k.namespace, k.name), {})[k] = v
-            for nsn in dirty:
-                replace(self.endpoints_map, self._eps_keys, nsn, per_service.get(nsn, {}), old_eps)
-        return changed, old_svcs, old_eps, cidrs
-
-
 class NftProxyAgent(ProxyAgent):
     """ProxyAgent's interface (constructed per node, `sync(snap) -> bool`) in nftables mode.
 
@@ -421,7 +250,6 @@ class NftProxyAgent(ProxyAgent):
         self.service_cidrs = [service_cidrs] if isinstance(service_cidrs, str) else list(service_cidrs)
         pod_cidrs = [node.pod_cidr] if getattr(node, "pod_cidr", None) else None
         self.syncer = NftSyncer(node.netns, chunk, "upstream" if layout == "auto" else layout, pod_cidrs)
-        self.cache = MapCache(node.name, self.config.prefer_same_traffic_distribution)
         self.last_result: SyncResult | None = None
 
     def _layout_for(self, services: int) -> str:
@@ -440,21 +268,21 @@ class NftProxyAgent(ProxyAgent):
         t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
-        changed, old_svcs, old_eps, cidr_objects = self.cache.update_snapshot(snap)
+        changed, old_svcs, old_eps = self.maps.sync(snap)
         cidrs = self.service_cidrs + [
-            c for c in service_cidrs_from_objects(cidr_objects) if c not in self.service_cidrs
+            c for c in service_cidrs_from_objects(snap.index("ServiceCIDR").values()) if c not in self.service_cidrs
         ]
         params = nft_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", (), cidrs)
-        layout = self._layout_for(self.cache.count)
+        layout = self._layout_for(self.maps.service_count)
         if layout != self.syncer.layout:
             # the other layout's first sync replaces this one's table in its transaction
             self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, layout, self.syncer.pod_cidrs)
         first = not self.syncer.synced
         if not changed and not first and params == self.syncer.params and not self._stale_pending():
             return False
-        svc_map, ep_map = self.cache.service_map, self.cache.endpoints_map
+        svc_map, ep_map = self.maps.service_map, self.maps.endpoints_map
         try:
-            result = self.syncer.sync(svc_map, ep_map, params, changed=changed, ports_of=self.cache.ports_of)
+            result = self.syncer.sync(svc_map, ep_map, params, changed=changed, ports_of=self.maps.ports_by_service)
         except CommandError as e:
             print(f"{time.strftime('%H:%M:%S')} kube-proxy (nftables) {self.node.name}: sync failed, "
                   f"the next one starts over: {e}", file=sys.stderr, flush=True)  # fmt: skip
@@ -462,12 +290,14 @@ class NftProxyAgent(ProxyAgent):
         self.last_result = result
         what = "service ports" if self.syncer.layout == "upstream" else "Services"
         self.last_kind = result.kind if result.kind != "partial" else f"partial ({result.services_written} {what})"
-        new_svcs, new_eps = self.cache.entries(changed)
+        ports = self.maps.ports_of(changed)
+        new_svcs = {k: svc_map[k] for k in ports if k in svc_map}
+        new_eps = {k: ep_map[k] for k in ports if k in ep_map}
         for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
             netfilter.conntrack_delete(self.node.netns, args)
         self.services, self.endpoints = svc_map, ep_map
         self.labels = labels
-        self._health_ports(labels)
+        self._health_ports(labels, None if first else ports | old_svcs.keys())
         self.ready = True
         self.last_sync = time.time()
         self.last_duration = time.perf_counter() - t0

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubewire.controllers.types import Cursor, Snapshot
+
 IPFamily = Literal["IPv4", "IPv6"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -602,6 +604,7 @@ class ProxyMaps:
         self._slices: dict[NamespacedName, dict[str, Mapping[str, Any]]] = {}  # service -> slice name -> slice
         self._eps_keys: dict[NamespacedName, list[ServicePortName]] = {}
         self._interned: dict[ServicePortName, ServicePortName] = {}
+        self._cursor: Cursor | None = None  # the snapshot sync saw last
 
     def update(
         self,
@@ -609,8 +612,56 @@ class ProxyMaps:
         slices: Iterable[Mapping[str, Any]] | Mapping[NamespacedName, Mapping[str, Any]],
     ) -> tuple[set[NamespacedName], dict[ServicePortName, ServicePort], dict[ServicePortName, list[Endpoint]]]:
         """Take the current Services and EndpointSlices (all of them: lists of objects, or dicts
-        by (namespace, name) or by (kind, namespace, name) as a Snapshot indexes them). Returns the Services whose ports or endpoints changed, and for
-        those the entries both maps held before (what stale conntrack cleanup compares with)."""
+        by (namespace, name) or by (kind, namespace, name) as a Snapshot indexes them). Returns the
+        Services whose ports or endpoints changed, and for those the entries both maps held
+        before (what stale conntrack cleanup compares with)."""
+        # Every object is visited: versions are gathered by comprehensions and compared as whole
+        # dicts first, so a sync where nothing of a kind changed costs little.
+        svc_objs, slice_objs = _by_name(services), _by_name(slices)
+        svc_new, svc_gone, self._svc_version = self._diff(svc_objs, self._svc_version)
+        slice_new, slice_gone, self._slice_version = self._diff(slice_objs, self._slice_version)
+        return self._apply(svc_new, svc_gone, slice_new, slice_gone)
+
+    def apply_changes(
+        self,
+        services: Mapping[NamespacedName, Mapping[str, Any] | None],
+        slices: Mapping[NamespacedName, Mapping[str, Any] | None],
+    ) -> tuple[set[NamespacedName], dict[ServicePortName, ServicePort], dict[ServicePortName, list[Endpoint]]]:
+        """As update, given only what changed since the last call (None: deleted), as
+        Snapshot.changes reports it: costs what changed, whatever the number of objects."""
+        svc_new, svc_gone = self._delta(services, self._svc_version)
+        slice_new, slice_gone = self._delta(slices, self._slice_version)
+        return self._apply(svc_new, svc_gone, slice_new, slice_gone)
+
+    @staticmethod
+    def _diff(objs: Mapping[Any, Mapping[str, Any]], previous: dict[tuple, object]) -> tuple[dict, list, dict]:
+        """Objects whose version differs from `previous`, keys gone, and the versions now."""
+        versions = _versions(objs)
+        if versions == previous:
+            return {}, [], previous
+        new = {k: objs[k] for k, v in versions.items() if previous.get(k, _ABSENT) != v}
+        return new, list(previous.keys() - versions.keys()), versions
+
+    @staticmethod
+    def _delta(changes: Mapping[Any, Mapping[str, Any] | None], previous: dict[tuple, object]) -> tuple[dict, list]:
+        """Objects whose version differs from `previous`, and keys gone; `previous` updated."""
+        new: dict = {}
+        gone: list = []
+        for k, o in changes.items():
+            if o is None:
+                if previous.pop(k, _ABSENT) is not _ABSENT:
+                    gone.append(k)
+                continue
+            v = _version(o)
+            if previous.get(k, _ABSENT) != v:
+                previous[k] = v
+                new[k] = o
+        return new, gone
+
+    def _apply(
+        self, svc_new: Mapping[Any, Mapping[str, Any]], svc_gone: Iterable[Any],
+        slice_new: Mapping[Any, Mapping[str, Any]], slice_gone: Iterable[Any],
+    ) -> tuple[set[NamespacedName], dict[ServicePortName, ServicePort], dict[ServicePortName, list[Endpoint]]]:  # fmt: skip
         changed: set[NamespacedName] = set()
         svcs_before: dict[NamespacedName, dict] = {}  # what the maps held for the Services touched
         eps_before: dict[NamespacedName, dict] = {}
@@ -632,48 +683,31 @@ class ProxyMaps:
             else:
                 keys.pop(nsn, None)
 
-        # Every object is visited on every sync: versions are gathered by comprehensions and
-        # compared as whole dicts first, so a sync where nothing of a kind changed costs little.
-        svc_objs = _by_name(services)
-        versions = _versions(svc_objs)
-        previous = self._svc_version
-        if versions != previous:
-            for key, version in versions.items():
-                if previous.get(key, _ABSENT) != version:
-                    new = build_service_map([svc_objs[key]], self.ip_family)
-                    replace(self.service_map, self._svc_keys, _nsn(key), new, svcs_before)
-            for key in previous.keys() - versions.keys():
-                replace(self.service_map, self._svc_keys, _nsn(key), {}, svcs_before)
-            self._svc_version = versions
+        for key, obj in svc_new.items():
+            replace(self.service_map, self._svc_keys, _nsn(key), build_service_map([obj], self.ip_family), svcs_before)
+        for key in svc_gone:
+            replace(self.service_map, self._svc_keys, _nsn(key), {}, svcs_before)
 
-        slice_objs = _by_name(slices)
-        versions = _versions(slice_objs)
-        previous = self._slice_version
         dirty: set[NamespacedName] = set()
-        if versions != previous:
-            owner = self._slice_service
-            for key, version in versions.items():
-                if previous.get(key, _ABSENT) == version:
-                    continue
+        owner = self._slice_service
+        for key, obj in slice_new.items():
+            ns, name = _nsn(key)
+            before = owner.pop(key, None)
+            if before is not None:
+                dirty.add((ns, before))
+                self._slices.get((ns, before), {}).pop(name, None)
+            labels = _as_dict(_as_dict(obj.get("metadata")).get("labels"))
+            service = labels.get(SERVICE_NAME_LABEL)
+            if isinstance(service, str):
+                owner[key] = service
+                dirty.add((ns, service))
+                self._slices.setdefault((ns, service), {})[name] = obj
+        for key in slice_gone:
+            before = owner.pop(key, None)
+            if before is not None:
                 ns, name = _nsn(key)
-                before = owner.pop(key, None)
-                if before is not None:
-                    dirty.add((ns, before))
-                    self._slices.get((ns, before), {}).pop(name, None)
-                obj = slice_objs[key]
-                labels = _as_dict(_as_dict(obj.get("metadata")).get("labels"))
-                service = labels.get(SERVICE_NAME_LABEL)
-                if isinstance(service, str):
-                    owner[key] = service
-                    dirty.add((ns, service))
-                    self._slices.setdefault((ns, service), {})[name] = obj
-            for key in previous.keys() - versions.keys():
-                before = owner.pop(key, None)
-                if before is not None:
-                    ns, name = _nsn(key)
-                    dirty.add((ns, before))
-                    self._slices.get((ns, before), {}).pop(name, None)
-            self._slice_version = versions
+                dirty.add((ns, before))
+                self._slices.get((ns, before), {}).pop(name, None)
         if len(interned) > 2 * (len(self.service_map) + len(self.endpoints_map)) + 1000:
             live = self.service_map.keys() | self.endpoints_map.keys()
             self._interned = interned = {k: v for k, v in interned.items() if k in live}
@@ -694,6 +728,30 @@ class ProxyMaps:
             old_eps.update(before if before is not None else
                            {k: self.endpoints_map[k] for k in self._eps_keys.get(nsn, ())})  # fmt: skip
         return changed, old_svcs, old_eps
+
+    def sync(
+        self, snap: Snapshot,
+    ) -> tuple[set[NamespacedName], dict[ServicePortName, ServicePort], dict[ServicePortName, list[Endpoint]]]:  # fmt: skip
+        """update from a Snapshot: only what its change log says changed since the snapshot seen
+        last, when it can say (one SnapshotCache's snapshots); else every object compared."""
+        delta = snap.changes(self._cursor, ("Service", "EndpointSlice"))
+        self._cursor = None  # unknown until this update is done
+        if delta is None:
+            out = self.update(snap.index("Service"), snap.index("EndpointSlice"))
+        else:
+            out = self.apply_changes(delta["Service"], delta["EndpointSlice"])
+        self._cursor = snap.cursor
+        return out
+
+    @property
+    def service_count(self) -> int:
+        """How many Service objects the maps were given (with or without ports)."""
+        return len(self._svc_version)
+
+    @property
+    def ports_by_service(self) -> Mapping[NamespacedName, list[ServicePortName]]:
+        """The keys of service_map per Service."""
+        return self._svc_keys
 
     def slices_of(self, nsn: NamespacedName) -> list[Mapping[str, Any]]:
         """The EndpointSlices of one Service, as last given to update."""

@@ -3,6 +3,11 @@
 Any `kubewire` command and the daemon open the same file, so the cluster looks the same from any
 shell and survives a restarted daemon. Writes are transactions: a rejected apply changes nothing,
 and a daemon killed mid-write leaves either all of a reconcile step or none of it.
+
+Every write transaction takes the next resourceVersion; deletions leave a tombstone with theirs.
+So a reader that keeps its parsed objects (the daemon: several snapshots per step) reads only the
+rows written since its last snapshot, as an informer follows a watch: at 10k Services re-parsing
+every object took 0.27 s per snapshot, a one-endpoint change is one row.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -17,7 +23,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from kubewire.api.validation import apply_defaults
-from kubewire.controllers.types import Key, Op, Snapshot, key_of
+from kubewire.controllers.types import Key, Op, Snapshot, SnapshotCache, key_of
+
+TOMBSTONES_KEPT = 50_000  # revisions of deletions kept for readers that are behind; older: full read
+VERIFY_ENV = "KUBEWIRE_VERIFY_SNAPSHOTS"  # tests: compare every cached snapshot with a full read
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -25,6 +34,11 @@ CREATE TABLE IF NOT EXISTS objects (
   rv INTEGER NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY (kind, namespace, name)
 );
+CREATE INDEX IF NOT EXISTS objects_by_rv ON objects(rv);
+CREATE TABLE IF NOT EXISTS deleted (
+  kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL, rv INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deleted_by_rv ON deleted(rv);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runtime (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
@@ -42,6 +56,9 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._cache: SnapshotCache | None = None
+        self._cache_rv = 0
+        self.verify = bool(os.environ.get(VERIFY_ENV))
 
     def close(self) -> None:
         self.db.close()
@@ -85,12 +102,46 @@ class Store:
         return [json.loads(r[0]) for r in self.db.execute(q, args)]
 
     def snapshot(self) -> Snapshot:
-        return Snapshot.of(self.list(), time.time())
+        """All objects. Parsed objects are kept from the previous snapshot and shared with it
+        (callers must not modify them): only rows written since are read and parsed."""
+        now = time.time()
+        self.db.execute("BEGIN")  # one read transaction: the revision and the rows agree
+        try:
+            rv = self.revision()
+            pruned = self.db.execute("SELECT value FROM meta WHERE key='deleted_pruned'").fetchone()
+            if self._cache is None or self._cache_rv < (int(pruned[0]) if pruned else 0):
+                self._cache = SnapshotCache()
+                snap = self._cache.apply(self.list(), (), now)
+            else:
+                rows = [json.loads(r[0]) for r in self.db.execute("SELECT data FROM objects WHERE rv > ?", (self._cache_rv,))]
+                written = {key_of(o) for o in rows}
+                gone = [k for k in self.db.execute("SELECT kind, namespace, name FROM deleted WHERE rv > ?",
+                                                   (self._cache_rv,)) if k not in written]  # fmt: skip
+                snap = self._cache.apply(rows, gone, now)
+            self._cache_rv = rv
+            if self.verify:
+                self._verify(snap)
+        finally:
+            self.db.execute("COMMIT")
+        return snap
+
+    def _verify(self, snap: Snapshot) -> None:
+        """The cached objects equal the stored ones: an object of a snapshot modified in place would
+        make every later snapshot wrong, so the process stops (SystemExit, not caught by the loop)."""
+        stored = {key_of(o): o for o in self.list()}
+        if stored != snap.objects:
+            bad = sorted(k for k in stored.keys() | snap.objects.keys() if stored.get(k) != snap.objects.get(k))
+            print(f"snapshot cache differs from the store at {bad[:5]}: an object of a snapshot was modified",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(3)
 
     # ---- writes ------------------------------------------------------------------------------
     def _next_rv(self, db: sqlite3.Connection) -> int:
         rv = self.revision() + 1
         db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('rv', ?)", (str(rv),))
+        if rv % 1000 == 0:  # tombstones older than TOMBSTONES_KEPT revisions go
+            db.execute("DELETE FROM deleted WHERE rv <= ?", (rv - TOMBSTONES_KEPT,))
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('deleted_pruned', ?)", (str(rv - TOMBSTONES_KEPT),))
         return rv
 
     def _put(self, db: sqlite3.Connection, obj: dict, rv: int) -> None:
@@ -157,6 +208,7 @@ class Store:
                 self._put(db, cur, rv)
                 return cur
             db.execute("DELETE FROM objects WHERE kind=? AND namespace=? AND name=?", key_of(cur))
+            db.execute("INSERT INTO deleted(kind, namespace, name, rv) VALUES(?,?,?,?)", (*key_of(cur), rv))
             return cur
         raise ValueError(op.verb)
 

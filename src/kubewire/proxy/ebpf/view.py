@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kubewire.controllers.types import Snapshot
 from kubewire.proxy.ebpf.maps import Entry, in_socket_lb, plan_entries
 from kubewire.proxy.model import NamespacedName, ProxyMaps, ServicePortName
 
@@ -41,10 +42,16 @@ class NodeView:
     def update(self, services: Mapping, slices: Mapping, labels: Mapping[str, str]) -> Change:
         """`services`/`slices`: every Service and EndpointSlice, by (namespace, name) as
         Snapshot.index gives them."""
-        changed, _, _ = self.maps.update(services, slices)
+        return self._replan(self.maps.update(services, slices)[0], labels)
+
+    def sync(self, snap: Snapshot, labels: Mapping[str, str]) -> Change:
+        """update from a Snapshot, through its change log when it has one (ProxyMaps.sync)."""
+        return self._replan(self.maps.sync(snap)[0], labels)
+
+    def _replan(self, changed: set[NamespacedName], labels: Mapping[str, str]) -> Change:
         if self.labels != dict(labels):
             self.labels = dict(labels)
-            changed = set(changed) | {(k[0] or "default", k[1]) for k in services} | set(self.entry_keys)
+            changed = set(changed) | set(self.maps.ports_by_service) | set(self.entry_keys)
         ch = Change(set(changed), {}, {})
         svc_map, eps_map = self.maps.service_map, self.maps.endpoints_map
         for nsn in changed:
