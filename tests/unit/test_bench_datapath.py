@@ -50,25 +50,26 @@ def test_changed_slice_is_a_new_object_with_a_new_resource_version():
     assert added["metadata"]["resourceVersion"] != "7"
 
 
-def row(variant, n, vip50, direct50, full=0.5, one=0.01, base50=None):
+def row(variant, n, vip50, direct50, full=0.5, one=0.01, ref50=None):
     s = lambda p: {"p50": p, "p90": p + 10, "p99": p + 50, "n": 100}  # noqa: E731
     return {"variant": variant, "services": n, "status": "ok", "reason": "", "full_sync_s": full,
             "one_endpoint_sync_s": one, "vip": {"connect": s(vip50), "first_byte": s(vip50 + 100)},
             "direct": {"connect": s(direct50), "first_byte": s(direct50 + 100)},
             "overhead_connect_p50_us": vip50 - direct50,
-            "baseline": {"vip": {"connect": s(base50 or vip50)}, "direct": {"connect": s(direct50)}},
-            "vs_baseline_pct": delta_pct(vip50, base50 or vip50),
+            "reference": {"vip": {"connect": s(ref50 or vip50)}, "direct": {"connect": s(direct50)}},
+            "vs_reference_pct": delta_pct(vip50, ref50 or vip50),
             "cpu_per_10k": {"vip": {"machine_busy_s": 4.0, "client_s": 1.5, "server_s": 2.0},
                             "direct": {"machine_busy_s": 3.9, "client_s": None, "server_s": 2.0}}}
 
 
 def test_targets_met_and_not_met():
-    rows = [row("ebpf", 1, 50, 48), row("ebpf", 10000, 54, 40, one=0.004, base50=50), row("ebpf", 30000, 45, 44, base50=48),
-            row("nftables", 1, 50, 49), row("nftables", 10000, 70, 69, full=3.0, one=0.2, base50=60),
+    rows = [row("ebpf", 1, 50, 48, ref50=49), row("ebpf", 10000, 54, 40, one=0.004, ref50=50),
+            row("ebpf", 30000, 45, 44, ref50=48),
+            row("nftables", 1, 50, 49), row("nftables", 10000, 70, 69, full=3.0, one=0.2, ref50=60),
             {"variant": "nftables", "services": 30000, "status": "skipped", "reason": "cap"}]
     got = {t["target"]: (t["status"], t["value"]) for t in evaluate_targets(rows)}
     flat = next(v for k, v in got.items() if k.startswith("ebpf: ClusterIP connect p50 flat"))
-    assert flat == ("met", "10000: +8%, 30000: -6%")  # each count against 1 Service measured just before
+    assert flat == ("met", "1: +2%, 10000: +8%, 30000: -6%")  # each count against a node with 1 Service, in turns
     assert delta_pct(70, 60) == 16.7 and delta_pct(1, 0) == 0.0
     assert next(v for k, v in got.items() if k.startswith("nftables: ClusterIP connect p50 flat"))[0] == "not met"
     assert got["ebpf: ClusterIP over direct pod IP ≤ 10 µs p50 (every count)"][0] == "not met"  # +14 at 10k
