@@ -308,7 +308,7 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
     from kubewire.bench.services import filler
     from kubewire.controllers.types import Snapshot, SnapshotCache
     from kubewire.kernel import netfilter
-    from kubewire.kernel.run import run
+    from kubewire.kernel.run import run_in_pod
 
     cfg, node = ctx["cfg"], ctx["node"]
     base = [ctx["probe_svc"], *ctx["probe_slices"], ctx["node_obj"]]
@@ -353,8 +353,8 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
         pid = ctx["client_pid"]
         vip, direct = ctx["vip"], ctx["direct"]
         lat = latency(ctx, samples)
-        cpu_res = run(["nsenter", "-t", str(pid), "-n", "--", sys.executable, "-m", "kubewire.bench.datapath", "cpu",
-                       str(connections), "1000", str(ctx["server_pid"]), vip, direct], timeout=1800, cgroup_of=pid)
+        cpu_res = run_in_pod(pid, [sys.executable, "-m", "kubewire.bench.datapath", "cpu", str(connections), "1000",
+                                   str(ctx["server_pid"]), vip, direct], net_only=True, timeout=1800)
         cpu = json.loads(cpu_res.stdout)
     finally:
         release(agent)
@@ -381,11 +381,11 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
 def latency(ctx: dict, samples: int) -> dict:
     """kubewire/bench/latency_probe.py in the client pod's network namespace and its node's cgroup,
     in turns with the reference client's (its `peer`)."""
-    from kubewire.kernel.run import run
+    from kubewire.kernel.run import run_in_pod
 
     pid = ctx["client_pid"]
-    res = run(["nsenter", "-t", str(pid), "-n", "--", sys.executable, str(PROBE), "--peer", str(ctx["ref_pid"]),
-               str(samples), ctx["vip"], ctx["direct"]], timeout=900, cgroup_of=pid)
+    res = run_in_pod(pid, [sys.executable, str(PROBE), "--peer", str(ctx["ref_pid"]), str(samples), ctx["vip"],
+                           ctx["direct"]], net_only=True, timeout=900)
     return json.loads(res.stdout)
 
 

@@ -29,7 +29,7 @@ from kubewire.cluster.config import ClusterConfig, NodeConfig
 from kubewire.daemon import lifecycle
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import write_sysctls
-from kubewire.kernel.run import run
+from kubewire.kernel.run import run_in_pod
 from kubewire.proxy.iptables.render import RenderCache, node_params, plan_full, replace_tables, trim_unchanged
 from kubewire.proxy.model import SERVICE_NAME_LABEL, KubeProxyConfig, ProxyMaps
 from kubewire.store.apply import apply_documents
@@ -188,8 +188,8 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
             t4 = time.perf_counter()
             netfilter.restore(node.netns, partial)
             t5 = time.perf_counter()
-            res = run(["nsenter", "-t", str(client_pid), "-n", "--", sys.executable, str(PROBE), str(samples), vip, direct],
-                      timeout=600)
+            res = run_in_pod(client_pid, [sys.executable, str(PROBE), str(samples), vip, direct], net_only=True,
+                             timeout=600)
             data = json.loads(res.stdout)["samples"]
             v, d = data[vip], data[direct]
             rows.append(Row(

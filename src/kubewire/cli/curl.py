@@ -14,7 +14,7 @@ from pathlib import Path
 from kubewire.cli.context import fail
 from kubewire.cli.objects import _container, _pod_for, handle, running_pid
 from kubewire.daemon import lifecycle
-from kubewire.kernel.run import run
+from kubewire.kernel.run import run_in_pod
 
 
 def where(h: lifecycle.Handle, from_: str | None) -> int:
@@ -38,7 +38,7 @@ def run_curl(url: str, from_: str | None, headers: list[str], method: str | None
     os.makedirs(tmp, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
     body_path, hdr_path = f"{tmp}/{tag}.body", f"{tmp}/{tag}.headers"
-    argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", "curl", "-sS", "--max-time", str(max_time),
+    argv = ["curl", "-sS", "--max-time", str(max_time),
             "-o", body_path, "-D", hdr_path, "-w", "%{json}"]
     ca = f"{h.dir}/pki/ca.crt"
     if os.path.exists(ca):
@@ -55,7 +55,7 @@ def run_curl(url: str, from_: str | None, headers: list[str], method: str | None
         argv.append("--http2")
     argv.append(url)
     try:
-        res = run(argv, check=False, timeout=max_time + 5, cgroup_of=pid)
+        res = run_in_pod(pid, argv, check=False, timeout=max_time + 5)
         if res.code == 124:  # our own watchdog fired: report it as curl's "operation timed out"
             res.code = 28
         body = Path(body_path).read_bytes() if os.path.exists(body_path) else b""

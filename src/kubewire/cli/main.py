@@ -181,14 +181,14 @@ def dig(
     """A DNS query as that pod would make it: its resolv.conf, its search list, its nameserver."""
     from kubewire.cli.curl import where
     from kubewire.cli.objects import handle
-    from kubewire.kernel.run import run
+    from kubewire.kernel.run import run_in_pod
 
     need_root()
     pid = where(handle(), from_)
-    argv = ["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", "dig", "+search", name, qtype]
+    argv = ["dig", "+search", name, qtype]
     if short:
         argv.append("+short")
-    r = run(argv, check=False, timeout=30, cgroup_of=pid)
+    r = run_in_pod(pid, argv, check=False, timeout=30)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     sys.exit(r.code)

@@ -346,7 +346,7 @@ def running_pid(h: Handle, pod: dict, container: str) -> int:
 
 
 def exec_in(target: str, namespace: str | None, container: str | None, argv: list[str]) -> None:
-    from kubewire.kernel.run import exec_replace
+    from kubewire.kernel.run import exec_in_pod
 
     if argv and argv[0] == "--":
         argv = argv[1:]
@@ -356,4 +356,4 @@ def exec_in(target: str, namespace: str | None, container: str | None, argv: lis
     pod = _pod_for(h, target, namespace)
     pid = running_pid(h, pod, _container(pod, container))
     out_console.file.flush()
-    exec_replace(["nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv], cgroup_of=pid)
+    exec_in_pod(pid, argv)

@@ -9,6 +9,7 @@ import ssl
 
 from kubewire.kernel.cgroup import join_like
 from kubewire.kernel.nsswitch import entered
+from kubewire.kernel.run import in_pod
 
 USER_AGENT = "kube-probe/1.33"
 
@@ -72,7 +73,7 @@ async def http_get(netns: str, ip: str, port: int, path: str, scheme: str, heade
 
 async def exec_in(pid: int, argv: list[str], timeout: float) -> tuple[bool, str]:
     proc = await asyncio.create_subprocess_exec(
-        "nsenter", "-t", str(pid), "-n", "-m", "-u", "--", *argv,
+        *in_pod(pid, argv),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         preexec_fn=lambda: join_like(pid))  # the pod's cgroup: its Service traffic as the pod's
     try:

@@ -45,6 +45,24 @@ def in_netns(netns: str, argv: list[str]) -> list[str]:
     return ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
 
 
+def in_pod(pid: int, argv: list[str], net_only: bool = False) -> list[str]:
+    """argv that runs a program as a container of the pod whose process is pid: its network, mount
+    and UTS namespaces (its /etc/resolv.conf, /etc/hosts, hostname), or its network only. Start it
+    with run_in_pod / exec_in_pod, which also put it in the pod's cgroup."""
+    return ["nsenter", "-t", str(pid), "-n", *(() if net_only else ("-m", "-u")), "--", *argv]
+
+
+def run_in_pod(pid: int, argv: list[str], net_only: bool = False, **kw: object) -> Result:
+    """run() inside a pod (in_pod) and its node's cgroup, where eBPF mode's socket load balancer
+    is attached: the program's Service traffic is the pod's, as with `kubectl exec`."""
+    return run(in_pod(pid, argv, net_only), cgroup_of=pid, **kw)  # type: ignore[arg-type]
+
+
+def exec_in_pod(pid: int, argv: list[str]) -> None:
+    """exec_replace() inside a pod and its node's cgroup (interactive `kubewire exec`)."""
+    exec_replace(in_pod(pid, argv), cgroup_of=pid)
+
+
 def exec_replace(argv: list[str], cgroup_of: int | None = None) -> None:
     """Become the program (for interactive `exec`, so the terminal and exit code pass through)."""
     import os
