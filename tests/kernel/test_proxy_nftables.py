@@ -271,3 +271,33 @@ def test_flat_parameter_change_and_layout_switch(node) -> None:
     assert flat.sync(build_service_map(svcs), build_endpoints_map(slices, "node"), PARAMS).kind == "initial"
     assert "kube-proxy-flat" in tables() and "ip kube-proxy\n" not in tables()
     assert fetch(node["cli"], f"http://{VIP}/") in {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
+
+
+def test_flat_first_load_in_parallel_parts(node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large first load on an empty node goes in parallel parts and ends as the one-transaction
+    load does (the same listing) and serves; an agent restarted over a loaded table replaces it in
+    one transaction (nothing unserved in between)."""
+    from kubewire.bench.services import filler
+    from kubewire.kubeproxy import nftables as agent
+
+    ns = node["node"]
+    svcs, slices = filler(300)
+    web_svcs, web_slices = service(["10.244.1.2", "10.244.1.3"])
+    svc_map, eps_map = build_service_map(svcs + web_svcs), build_endpoints_map(slices + web_slices, "node")
+    listing = ["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy-flat"]
+
+    monkeypatch.setattr(agent, "PARALLEL_LOAD_AT", 10**9)
+    r = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
+    assert r.kind == "initial" and r.transactions == 1
+    one_transaction = sh(*listing).stdout
+    sh("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", "kube-proxy-flat")
+
+    monkeypatch.setattr(agent, "PARALLEL_LOAD_AT", 100)
+    r = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
+    assert r.kind == "initial" and r.transactions == 1 + agent.LOAD_PARTS
+    assert sh(*listing).stdout == one_transaction
+    assert {fetch(node["cli"], f"http://{VIP}/") for _ in range(16)} == {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
+
+    restarted = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
+    assert restarted.kind == "initial" and restarted.transactions == 1
+    assert sh(*listing).stdout == one_transaction

@@ -75,11 +75,13 @@ from kubewire.proxy.model import (
     ServicePortName,
 )
 from kubewire.proxy.nftables import NftParams, NftState, SyncPlan, changed_services, nft_params, plan_sync
-from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat
+from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat, plan_flat_load
 from kubewire.proxy.nftables.render import TABLE, Tx, service_cidrs_from_objects
 
 CHUNK = 1000  # Services per transaction when many change at once (see kubewire.bench.nftsync)
 LAYOUTS = ("upstream", "flat", "auto")
+PARALLEL_LOAD_AT = 2000  # flat layout: a first load of this many service ports on an empty node goes in
+LOAD_PARTS = 2  # 1 + LOAD_PARTS transactions, the parts applied at once (one nft per core)
 AUTO_FLAT_AT = 1000  # layout "auto": the flat layout from this many Services (upstream's below)
 
 NamespacedName = tuple[str, str]
@@ -186,20 +188,34 @@ class NftSyncer:
             if changed is None:
                 changed = changed_services(self.services, self.endpoints, service_map, endpoints_map)
         try:
-            tx, state = plan_flat(service_map, endpoints_map, params, state, changed, self.pod_cidrs, ports_of)
-            if kind == "initial":
-                # upstream's layout, from an earlier run: gone in the same transaction
-                tx.lines[:0] = _drop_table(params.ipx, TABLE)
-            t1 = time.perf_counter()
-            if len(tx):
-                nft.apply(self.netns, tx.text())
+            txs = 1
+            if (kind == "initial" and len(service_map) >= PARALLEL_LOAD_AT
+                    and not nft.tables(self.netns, params.ipx) & {TABLE, FLAT_TABLE}):
+                # A large first load on a node no table of ours serves yet: its elements parsed by
+                # one nft per core. Not atomic (each Service appears, complete, when its part
+                # commits), so never used where a table already serves: a restarted agent
+                # replaces the old table in one transaction.
+                tx, loads, state = plan_flat_load(service_map, endpoints_map, params, self.pod_cidrs, LOAD_PARTS)
+                t1 = time.perf_counter()
+                written: list[Tx] = []
+                nft.apply_parallel(self.netns, tx.text(), (written.append(load) or load.text() for load in loads))
+                txs += len(written)
+                tx.lines += [line for load in written for line in load.lines]  # for the counts below
+            else:
+                tx, state = plan_flat(service_map, endpoints_map, params, state, changed, self.pod_cidrs, ports_of)
+                if kind == "initial":
+                    # upstream's layout, from an earlier run: gone in the same transaction
+                    tx.lines[:0] = _drop_table(params.ipx, TABLE)
+                t1 = time.perf_counter()
+                if len(tx):
+                    nft.apply(self.netns, tx.text())
         except CommandError:
             self.flat_state = None  # unknown: the next sync starts over
             raise
         t2 = time.perf_counter()
         self.flat_state, self.params = state, params
         self.services, self.endpoints = service_map, endpoints_map
-        return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, 1 if len(tx) else 0, len(tx),
+        return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, txs if len(tx) else 0, len(tx),
                           state.written)  # fmt: skip
 
     def _apply(self, plan: SyncPlan) -> float:

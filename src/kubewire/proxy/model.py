@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -76,19 +76,21 @@ def parse_ip_sloppy(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6A
     return addr
 
 
-_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
-_CANONICAL_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+_aton, _ntoa = socket.inet_aton, socket.inet_ntoa
 
 
 def _canonical_ipv4(text: str) -> bool:
-    """Whether text is already a canonical dotted quad (the common case, checked cheaply):
-    four decimal octets of ASCII digits, none above 255, no leading zeros."""
-    return _CANONICAL_IPV4.fullmatch(text) is not None
+    """Whether text is already a canonical dotted quad (the common case, checked cheaply): what
+    inet_ntoa prints (four decimal octets, no leading zeros) and reads back as the same text."""
+    try:
+        return _ntoa(_aton(text)) == text
+    except (OSError, ValueError):  # not an address; an embedded NUL
+        return False
 
 
 def canonical_ip(text: str | None) -> str | None:
     """str(parse_ip_sloppy(text)), without building an address object when text is canonical."""
-    if isinstance(text, str) and ":" not in text and _canonical_ipv4(text):
+    if isinstance(text, str) and _canonical_ipv4(text):
         return text
     ip = parse_ip_sloppy(text)
     return str(ip) if ip is not None else None
@@ -162,15 +164,14 @@ class ServicePortName:
     port: str
     protocol: str = "TCP"
 
+    def __post_init__(self) -> None:
+        # The dataclass's own hash of the field tuple, computed once and up front: a sync looks
+        # every service port up in several maps, tens of thousands of times at 10k Services, and
+        # a plain attribute read is the cheapest __hash__ (no lazy path to try first).
+        object.__setattr__(self, "_hash", hash((self.namespace, self.name, self.port, self.protocol)))
+
     def __hash__(self) -> int:
-        # The dataclass's own hash of the field tuple, computed once: a sync looks every service
-        # port up in several maps, tens of thousands of times at 10k Services.
-        try:
-            return self.__dict__["_hash"]
-        except KeyError:
-            h = hash((self.namespace, self.name, self.port, self.protocol))
-            object.__setattr__(self, "_hash", h)
-            return h
+        return self._hash
 
     def __str__(self) -> str:
         # Upstream's String(): "ns/name:port", or "ns/name" for an unnamed port. It is both the
@@ -233,17 +234,19 @@ def _is_service_ip_set(spec: Mapping[str, Any]) -> bool:
     return isinstance(cluster_ip, str) and cluster_ip not in ("", "None")
 
 
-def _cluster_ip_by_family(spec: Mapping[str, Any], family: IPFamily) -> str:
-    """proxyutil.GetClusterIPByFamily, with the API server's clusterIPs defaulting applied."""
+def _cluster_ip_by_family(spec: Mapping[str, Any], family: IPFamily, cluster_ips: tuple[str, ...]) -> str:
+    """proxyutil.GetClusterIPByFamily, with the API server's clusterIPs defaulting applied.
+    `cluster_ips`: spec.clusterIPs, its strings."""
     cluster_ip = spec.get("clusterIP") if isinstance(spec.get("clusterIP"), str) else ""
-    cluster_ips = [ip for ip in _as_list(spec.get("clusterIPs")) if isinstance(ip, str)]
     if not cluster_ips and cluster_ip:
-        cluster_ips = [cluster_ip]
-    families = [f for f in _as_list(spec.get("ipFamilies")) if isinstance(f, str)]
+        cluster_ips = (cluster_ip,)
+    raw_families = spec.get("ipFamilies")
+    families = [f for f in raw_families if isinstance(f, str)] if isinstance(raw_families, list) else []
     if not families:
         if not cluster_ip or cluster_ip == "None":
             return ""
-        parsed = parse_ip_sloppy(cluster_ip)
+        # only text with a colon can be IPv6 (an IPv4-mapped one counts as IPv4)
+        parsed = parse_ip_sloppy(cluster_ip) if ":" in cluster_ip else None
         is_v6 = parsed is not None and parsed.version == 6
         return cluster_ip if is_v6 == (family == "IPv6") else ""
     for idx, fam in enumerate(families):
@@ -262,7 +265,6 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
     """The ServicePorts one proxier of `ip_family` builds from a Service ([] if it skips it)."""
     meta = _as_dict(service.get("metadata"))
     spec = _as_dict(service.get("spec"))
-    status = _as_dict(service.get("status"))
     namespace = meta.get("namespace") or "default"
     name = meta.get("name")
     if not isinstance(name, str) or not name:
@@ -271,13 +273,19 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
     svc_type = spec.get("type") or "ClusterIP"
     if not _is_service_ip_set(spec) or svc_type == "ExternalName":
         return []
-    cluster_ip_text = _cluster_ip_by_family(spec, ip_family)
+    raw = spec.get("clusterIPs")
+    cluster_ips = tuple([ip for ip in raw if isinstance(ip, str)]) if isinstance(raw, list) else ()
+    cluster_ip_text = _cluster_ip_by_family(spec, ip_family, cluster_ips)
     if not cluster_ip_text:
         return []
     # An unparsable clusterIP is printed by Go as "<nil>"; we keep the text so the breakage shows.
     cluster_ip_str = canonical_ip(cluster_ip_text) or "<nil>"
+    if not cluster_ips:
+        cluster_ips = (spec["clusterIP"],)  # a string: _is_service_ip_set
 
-    spec_external_ips = tuple(ip for ip in _as_list(spec.get("externalIPs")) if isinstance(ip, str))
+    # The optional lists are absent from most Services: each is looked at only when present.
+    raw = spec.get("externalIPs")
+    spec_external_ips = tuple([ip for ip in raw if isinstance(ip, str)]) if isinstance(raw, list) else ()
     external_ips: list[str] = []
     for text in spec_external_ips:
         ip = parse_ip_sloppy(text)
@@ -285,20 +293,24 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
             external_ips.append(str(ip))
 
     source_ranges: list[str] = []
-    for text in _as_list(spec.get("loadBalancerSourceRanges")):
-        # Validation historically allowed whitespace padding; upstream trims it.
-        cidr = parse_cidr_sloppy(text.strip()) if isinstance(text, str) else None
-        if cidr is not None and family_of(cidr) == ip_family:
-            source_ranges.append(str(cidr))
+    raw = spec.get("loadBalancerSourceRanges")
+    if raw:
+        for text in _as_list(raw):
+            # Validation historically allowed whitespace padding; upstream trims it.
+            cidr = parse_cidr_sloppy(text.strip()) if isinstance(text, str) else None
+            if cidr is not None and family_of(cidr) == ip_family:
+                source_ranges.append(str(cidr))
 
     vips: list[str] = []
-    for ingress in _as_list(_as_dict(status.get("loadBalancer")).get("ingress")):
-        ingress = _as_dict(ingress)
-        if not ingress.get("ip") or not _is_vip_mode(ingress):
-            continue
-        ip = parse_ip_sloppy(ingress.get("ip"))
-        if ip is not None and family_of(ip) == ip_family:
-            vips.append(str(ip))
+    status = service.get("status")
+    if status:
+        for ingress in _as_list(_as_dict(_as_dict(status).get("loadBalancer")).get("ingress")):
+            ingress = _as_dict(ingress)
+            if not ingress.get("ip") or not _is_vip_mode(ingress):
+                continue
+            ip = parse_ip_sloppy(ingress.get("ip"))
+            if ip is not None and family_of(ip) == ip_family:
+                vips.append(str(ip))
 
     affinity = spec.get("sessionAffinity") or "None"
     sticky = 0
@@ -315,10 +327,9 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
     )
     needs_health_check = svc_type == "LoadBalancer" and accessible_type and etp == "Local"
     health_check_node_port = _as_int(spec.get("healthCheckNodePort")) if needs_health_check else 0
+    external_policy_local = accessible_type and etp == "Local"
+    external_ips_t, vips_t, source_ranges_t = tuple(external_ips), tuple(vips), tuple(source_ranges)
 
-    cluster_ips = tuple(ip for ip in _as_list(spec.get("clusterIPs")) if isinstance(ip, str)) or (
-        (spec["clusterIP"],) if isinstance(spec.get("clusterIP"), str) else ()
-    )
     out: list[ServicePort] = []
     for raw_port in _as_list(spec.get("ports")):
         port = _as_dict(raw_port)
@@ -333,16 +344,16 @@ def service_ports(service: Mapping[str, Any], ip_family: IPFamily = "IPv4") -> l
                 cluster_ip=cluster_ip_str,
                 port=_as_int(port.get("port")),
                 node_port=_as_int(port.get("nodePort")),
-                external_ips=tuple(external_ips),
-                load_balancer_vips=tuple(vips),
-                load_balancer_source_ranges=tuple(source_ranges),
+                external_ips=external_ips_t,
+                load_balancer_vips=vips_t,
+                load_balancer_source_ranges=source_ranges_t,
                 session_affinity=affinity,
                 sticky_max_age_seconds=sticky,
                 external_traffic_policy=etp,
                 internal_traffic_policy=itp,
                 health_check_node_port=health_check_node_port,
                 ip_family=ip_family,
-                external_policy_local=accessible_type and etp == "Local",
+                external_policy_local=external_policy_local,
             )
         )
     return out
@@ -358,7 +369,9 @@ def build_service_map(
     """
     by_name: dict[tuple[str, str], Mapping[str, Any]] = {}
     for obj in services:
-        if not isinstance(obj, Mapping) or obj.get("kind", "Service") != "Service":
+        if obj.__class__ is not dict and not isinstance(obj, Mapping):  # (the ABC check is slow)
+            continue
+        if obj.get("kind", "Service") != "Service":
             continue
         meta = _as_dict(obj.get("metadata"))
         by_name[(meta.get("namespace") or "default", str(meta.get("name")))] = obj
@@ -396,21 +409,28 @@ class Endpoint:
 _NO_HINTS: frozenset[str] = frozenset()
 
 
-def _endpoint_from(
-    raw: Mapping[str, Any], port: int, node_name: str, prefer_same_node: bool
-) -> Endpoint | None:
-    addresses = _as_list(raw.get("addresses"))
-    if not addresses:
+def _endpoint_fields(raw: Mapping[str, Any], node_name: str, prefer_same_node: bool) -> tuple | None:
+    """An Endpoint's fields but its port, in order (ip, then ready...is_local); None: skipped.
+    Parsed once per EndpointSlice whatever the number of its ports."""
+    addresses = raw.get("addresses")
+    if not addresses or not isinstance(addresses, list):
         return None
     ip = canonical_ip(addresses[0])
     if ip is None:
         # Upstream would DNAT to "<nil>" and fail the whole restore; skipping keeps the node usable.
         return None
-    conditions = _as_dict(raw.get("conditions"))
+    conditions = raw.get("conditions")
+    if conditions.__class__ is not dict:
+        conditions = _as_dict(conditions)
     ready = conditions.get("ready")
     serving = conditions.get("serving")
     terminating = conditions.get("terminating")
-    ep_node = raw.get("nodeName") if isinstance(raw.get("nodeName"), str) else None
+    ep_node = raw.get("nodeName")
+    if ep_node is not None and not isinstance(ep_node, str):
+        ep_node = None
+    zone = raw.get("zone")
+    if zone is not None and not isinstance(zone, str):
+        zone = None
     hints = raw.get("hints")
     zone_hints = node_hints = _NO_HINTS
     if isinstance(hints, dict):
@@ -424,17 +444,16 @@ def _endpoint_from(
             for n in _as_list(hints.get("forNodes"))
             if isinstance(n, dict) and isinstance(n.get("name"), str)
         )
-    return Endpoint(
-        ip=str(ip),
-        port=port,
-        ready=ready is None or bool(ready),
-        serving=serving is None or bool(serving),
-        terminating=terminating is not None and bool(terminating),
-        node_name=ep_node,
-        zone=raw.get("zone") if isinstance(raw.get("zone"), str) else None,
-        zone_hints=zone_hints,
-        node_hints=node_hints if prefer_same_node else _NO_HINTS,
-        is_local=bool(node_name) and ep_node == node_name,
+    return (
+        ip,
+        ready is None or bool(ready),
+        serving is None or bool(serving),
+        terminating is not None and bool(terminating),
+        ep_node,
+        zone,
+        zone_hints,
+        node_hints if prefer_same_node else _NO_HINTS,
+        bool(node_name) and ep_node == node_name,
     )
 
 
@@ -452,7 +471,9 @@ def build_endpoints_map(
     """
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
     for obj in slices:
-        if not isinstance(obj, Mapping) or obj.get("kind", "EndpointSlice") != "EndpointSlice":
+        if obj.__class__ is not dict and not isinstance(obj, Mapping):  # (the ABC check is slow)
+            continue
+        if obj.get("kind", "EndpointSlice") != "EndpointSlice":
             continue
         meta = _as_dict(obj.get("metadata"))
         by_key[(meta.get("namespace") or "default", str(meta.get("name") or ""))] = obj
@@ -466,22 +487,29 @@ def build_endpoints_map(
         service_name = _as_dict(meta.get("labels")).get(SERVICE_NAME_LABEL)
         if not isinstance(service_name, str) or not service_name or not slice_name:
             continue
+        parsed: list[tuple] | None = None
         for raw_port in _as_list(obj.get("ports")):
             port = _as_dict(raw_port)
             number = _as_int(port.get("port"))
             if number == 0:
                 continue
-            key = ServicePortName(
-                namespace, service_name, port.get("name") or "", port.get("protocol") or "TCP"
-            )
-            endpoint_set = sets.setdefault(key, {})
-            for raw in _as_list(obj.get("endpoints")):
-                ep = _endpoint_from(_as_dict(raw), number, node_name, prefer_same_node)
-                if ep is None:
-                    continue
-                text = join_host_port(ep.ip, ep.port)
-                if not ep.terminating or text not in endpoint_set:
-                    endpoint_set[text] = ep
+            key = ServicePortName(namespace, service_name, port.get("name") or "", port.get("protocol") or "TCP")
+            endpoint_set = sets.get(key)
+            if endpoint_set is None:
+                endpoint_set = sets[key] = {}
+            if parsed is None:
+                parsed = []
+                for raw in _as_list(obj.get("endpoints")):
+                    fields = _endpoint_fields(_as_dict(raw), node_name, prefer_same_node)
+                    if fields is not None:
+                        parsed.append(fields)
+            suffix = f":{number}"
+            for ip, ready, serving, terminating, ep_node, zone, zone_hints, node_hints, is_local in parsed:
+                text = f"[{ip}]{suffix}" if ":" in ip else ip + suffix  # join_host_port
+                if not terminating or text not in endpoint_set:
+                    endpoint_set[text] = Endpoint(
+                        ip, number, ready, serving, terminating, ep_node, zone, zone_hints, node_hints, is_local
+                    )
     return {key: [eps[text] for text in sorted(eps)] for key, eps in sets.items() if eps}
 
 

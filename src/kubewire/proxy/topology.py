@@ -49,13 +49,16 @@ def topology_mode(
     for ep in endpoints:
         if not ep.ready:
             continue
-        if not ep.node_hints:
+        node_hints, zone_hints = ep.node_hints, ep.zone_hints
+        if not node_hints:
+            if not zone_hints:
+                return ""  # neither kind of hint can apply (the common case: no hints at all)
             all_node_hints = False
-        elif node_name in ep.node_hints:
+        elif node_name in node_hints:
             has_for_node = True
-        if not ep.zone_hints:
+        if not zone_hints:
             all_zone_hints = False
-        elif zone in ep.zone_hints:
+        elif zone in zone_hints:
             has_for_zone = True
     if prefer_same_node and all_node_hints and has_for_node:
         return PREFER_SAME_NODE
@@ -98,7 +101,10 @@ def categorize_endpoints(
     if svc.uses_cluster_endpoints:
         zone = labels.get(ZONE_LABEL, "")
         mode = topology_mode(endpoints, node_name, zone, prefer_same_node)
-        cluster = [ep for ep in endpoints if ep.ready and _available_for_topology(ep, mode, node_name, zone)]
+        if mode == "":
+            cluster = [ep for ep in endpoints if ep.ready]
+        else:
+            cluster = [ep for ep in endpoints if ep.ready and _available_for_topology(ep, mode, node_name, zone)]
         if not cluster:
             # No ready endpoint anywhere (topology already fell back if it had to): use
             # serving-terminating ones so connections drain gracefully instead of failing.

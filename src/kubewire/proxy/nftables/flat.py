@@ -51,9 +51,10 @@ Departures from upstream's table, none visible to traffic:
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kubewire.proxy.model import ZONE_LABEL, Endpoint, ServicePort, ServicePortName
@@ -105,6 +106,7 @@ BASE_CHAINS = (
 CHAINS = ("services", "masquerading", "mark-for-masquerade", "service-endpoints-check",
           "nodeport-endpoints-check", "cluster-ips-check", "firewall-check", REJECT_CHAIN)  # fmt: skip
 K_CHAINS = ("services-dnat", "short-circuit", "nodeports", "nodeport-short-circuit")
+_INTERVAL_SETS = frozenset(name for _, name, spec in STATIC_CONTAINERS if "flags interval" in spec)
 
 # Families of per-K maps: prefix -> (what the destination is, the chain of their rule)
 K_MAPS = {
@@ -152,10 +154,11 @@ class FlatState:
 # ---------------------------------------------------------------------------------------------
 
 
-def _hairpin_filter(params: NftParams, pod_cidrs: Sequence[str] | None) -> Callable[[Endpoint], bool]:
-    """Which endpoints can be the source of traffic this node DNATs (see the module docstring)."""
+def _hairpin_filter(params: NftParams, pod_cidrs: Sequence[str] | None) -> Callable[[Sequence[Endpoint]], list[str]]:
+    """The IPs of the endpoints (in their order) that can be the source of traffic this node
+    DNATs (see the module docstring): one call per service port, not per endpoint."""
     if pod_cidrs is None:
-        return lambda ep: ep.is_local or ep.node_name is None
+        return lambda eps: [ep.ip for ep in eps if ep.is_local or ep.node_name is None]
     nets = []
     v4: list[tuple[int, int]] = []  # (network, mask) of the IPv4 CIDRs, for the common case
     for c in pod_cidrs:
@@ -166,21 +169,27 @@ def _hairpin_filter(params: NftParams, pod_cidrs: Sequence[str] | None) -> Calla
         nets.append(net)
         if net.version == 4:
             v4.append((int(net.network_address), int(net.netmask)))
+    aton, from_bytes = socket.inet_aton, int.from_bytes
 
     def inside(ip: str) -> bool:
         if ":" not in ip:
             try:
-                n = int.from_bytes(socket.inet_aton(ip), "big")
+                n = from_bytes(aton(ip), "big")
             except OSError:
                 return False
-            return any(n & mask == net for net, mask in v4)
+            for net, mask in v4:  # (a loop, not any() over a generator: this runs per endpoint)
+                if n & mask == net:
+                    break
+            else:
+                return False
+            return True
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
             return False
         return any(addr in n for n in nets if n.version == addr.version)
 
-    return lambda ep: ep.is_local or (ep.node_name is None and inside(ep.ip))
+    return lambda eps: [ep.ip for ep in eps if ep.is_local or (ep.node_name is None and inside(ep.ip))]
 
 
 def _contains(cidr: str, ip: str) -> bool:
@@ -190,17 +199,25 @@ def _contains(cidr: str, ip: str) -> bool:
         return False
 
 
+def _no_endpoints(key: ServicePortName, has_endpoints: bool) -> str:
+    """The verdict of a destination without usable endpoints (reject, or drop when there are
+    endpoints only for other traffic), after upstream's comment."""
+    return f" comment {_quote(str(key))} : " + (f"goto {REJECT_CHAIN}" if not has_endpoints else "drop")
+
+
 def _port_elements(
     key: ServicePortName,
     svc: ServicePort,
     endpoints: Sequence[Endpoint],
     params: NftParams,
     out: Elements,
-    hairpin: Callable[[Endpoint], bool],
+    hairpin: Callable[[Sequence[Endpoint]], list[str]],
     affinity: bool,
 ) -> None:
     """The elements one service port contributes (into `out`). For a Service with affinity, only
-    those of the filter chains: its NAT goes through upstream's chains (`_affinity_port`)."""
+    those of the filter chains: its NAT goes through upstream's chains (`_affinity_port`).
+    Run for every Service of a full sync: the common case (a ClusterIP with endpoints) is
+    written out inline."""
 
     def add(container: str, k: str, suffix: str = "") -> None:
         d = out.get(container)
@@ -220,33 +237,50 @@ def _port_elements(
     cat = categorize_endpoints(endpoints, svc, params.node_name, params.node_labels, params.prefer_same_node)
     has_endpoints = cat.has_any
     internal, external = cat.internal(svc), cat.external(svc)
-    no_endpoints = f" comment {_quote(str(key))} : " + (f"goto {REJECT_CHAIN}" if not has_endpoints else "drop")
-    for ep in cat.all_reachable:
-        if hairpin(ep):
-            add("hairpin", f"{ep.ip} . {ep.ip}")
+    no_endpoints = ""  # computed when needed: most ports have endpoints
+    ips = hairpin(cat.all_reachable)
+    if ips:
+        d = out.get("hairpin")
+        if d is None:
+            d = out["hairpin"] = {}
+        for ip in ips:
+            d[f"{ip} . {ip}"] = ""
 
-    add("cluster-ips", svc.cluster_ip)
-    vip = f"{svc.cluster_ip} . {proto} . {svc.port}"
+    cluster_ip = svc.cluster_ip
+    d = out.get("cluster-ips")
+    if d is None:
+        d = out["cluster-ips"] = {}
+    d[cluster_ip] = ""
+    vip = f"{cluster_ip} . {proto} . {svc.port}"
     if not internal:
+        no_endpoints = _no_endpoints(key, has_endpoints)
         add("no-endpoint-services", vip, no_endpoints)
     elif not affinity:
-        select("k", vip, internal)
+        m = f"k{len(internal)}"
+        d = out.get(m)
+        if d is None:
+            d = out[m] = {}
+        for i, ep in enumerate(internal):
+            d[f"{vip} . {i}"] = f" : {ep.ip} . {ep.port}"
 
-    for ip in [*svc.external_ips, *svc.load_balancer_vips]:
-        dest = f"{ip} . {proto} . {svc.port}"
-        if not external:
-            add("no-endpoint-services", dest, no_endpoints)
-        if affinity:
-            continue
-        if has_endpoints:
-            if svc.external_policy_local:
-                add("local-dests", dest)
-                if cat.cluster:
-                    select("sc-k", dest, cat.cluster)
-            else:
-                add("masq-dests", dest)
-        if external:
-            select("k", dest, external)
+    if svc.external_ips or svc.load_balancer_vips:
+        if not external and not no_endpoints:
+            no_endpoints = _no_endpoints(key, has_endpoints)
+        for ip in [*svc.external_ips, *svc.load_balancer_vips]:
+            dest = f"{ip} . {proto} . {svc.port}"
+            if not external:
+                add("no-endpoint-services", dest, no_endpoints)
+            if affinity:
+                continue
+            if has_endpoints:
+                if svc.external_policy_local:
+                    add("local-dests", dest)
+                    if cat.cluster:
+                        select("sc-k", dest, cat.cluster)
+                else:
+                    add("masq-dests", dest)
+            if external:
+                select("k", dest, external)
     if svc.load_balancer_vips and svc.load_balancer_source_ranges:
         allow = list(svc.load_balancer_source_ranges)
         if params.node_ip and any(_contains(c, params.node_ip) for c in allow):
@@ -260,7 +294,7 @@ def _port_elements(
     if svc.node_port:
         np_key = f"{proto} . {svc.node_port}"
         if not external:
-            add("no-endpoint-nodeports", np_key, no_endpoints)
+            add("no-endpoint-nodeports", np_key, no_endpoints or _no_endpoints(key, has_endpoints))
         if affinity:
             return
         if has_endpoints:
@@ -302,7 +336,7 @@ def service_record(
     ports: Sequence[ServicePortName],
     inputs: tuple,
     params: NftParams,
-    hairpin: Callable[[Endpoint], bool],
+    hairpin: Callable[[Sequence[Endpoint]], list[str]],
 ) -> Record:
     record = Record(inputs, {})
     for key, (svc, endpoints) in zip(ports, inputs, strict=True):
@@ -494,6 +528,70 @@ def plan_flat(
     `pod_cidrs`: this node's pod CIDRs (see `hairpin` in the module docstring). `ports_of`: the
     keys of `service_map` per Service, if the caller keeps them (saves a pass over the map in a
     partial sync). `state` is updated in place."""
+    tx, adds, state = _plan(service_map, endpoints_map, params, state, changed, pod_cidrs, ports_of)
+    w = f"{params.ipx} {FLAT_TABLE}"
+    for container, items in adds:
+        _write_elements(tx, w, container, "add", items)
+    return tx, state
+
+
+def plan_flat_load(
+    service_map: Mapping[ServicePortName, ServicePort],
+    endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
+    params: NftParams,
+    pod_cidrs: Sequence[str] | None = None,
+    parts: int = 2,
+) -> tuple[Tx, Iterator[Tx], FlatState]:
+    """The first load (plan_flat from nothing) cut for kernel.nft.apply_parallel: nft spends most
+    of a large load parsing elements in userspace, which `parts` processes share between cores.
+
+    First a transaction with everything but the Services' elements (the table, its static part,
+    the per-K maps and their rules, affinity Services' chains), then those elements in `parts`
+    transactions of about as many Services each (written as they are taken, so while the first
+    is applied), which only add elements to what the first made and so may commit in any order.
+    Every Service's elements are in one of them (an element several Services have, in each of
+    theirs, with its one value), so whichever commits first, each Service is complete or absent;
+    but those of interval sets (`firewall-allow`, inert without `firewall-ips`) are in the first,
+    in plan_flat's order, which their listing keeps. Together they write what plan_flat's one
+    transaction writes. The state is complete when returned."""
+    tx, adds, state = _plan(service_map, endpoints_map, params, None, None, pod_cidrs, None)
+    w = f"{params.ipx} {FLAT_TABLE}"
+    for container, items in adds:
+        if container in _INTERVAL_SETS:
+            _write_elements(tx, w, container, "add", items)
+
+    def loads() -> Iterator[Tx]:
+        names = sorted(state.records)
+        for i in range(parts):
+            merged: Elements = {}
+            for nsn in names[i * len(names) // parts : (i + 1) * len(names) // parts]:
+                for container, items in state.records[nsn].elements.items():
+                    d = merged.get(container)
+                    if d is None:
+                        merged[container] = dict(items)
+                    else:
+                        d.update(items)
+            load = Tx(params.ipx, FLAT_TABLE)
+            for container in sorted(merged.keys() - _INTERVAL_SETS):
+                have = state.elements[container]
+                _write_elements(load, w, container, "add", [k + have[k] for k in merged[container]])
+            if len(load):
+                yield load
+
+    return tx, loads(), state
+
+
+def _plan(
+    service_map: Mapping[ServicePortName, ServicePort],
+    endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
+    params: NftParams,
+    state: FlatState | None,
+    changed: set[NamespacedName] | None,
+    pod_cidrs: Sequence[str] | None,
+    ports_of: Mapping[NamespacedName, Sequence[ServicePortName]] | None,
+) -> tuple[Tx, list[tuple[str, list[str]]], FlatState]:
+    """plan_flat, but the elements to add (container, items: key and suffix) left out of the
+    transaction, for the caller to write."""
     w = f"{params.ipx} {FLAT_TABLE}"
     tx = Tx(params.ipx, FLAT_TABLE)
     pod_cidrs = tuple(pod_cidrs) if pod_cidrs is not None else None
@@ -525,8 +623,10 @@ def plan_flat(
         todo = sorted(changed)
 
     records, refs = state.records, state.refs
+    get_endpoints = endpoints_map.get
     removed: dict[str, set[str]] = {}  # container -> keys a Service no longer has
     touched: Elements = {}  # container -> key -> suffix, from the Services recomputed
+    added: dict[str, list[dict[str, str]]] = {}  # container -> the new records' elements in it
     old_chains: dict[str, tuple[str, ...]] = {}
     old_sets: set[str] = set()
     new_chains: dict[str, tuple[str, ...]] = {}
@@ -538,7 +638,7 @@ def plan_flat(
         if ports:
             if len(ports) > 1:
                 ports.sort(key=_key_order)
-            inputs = tuple((service_map[k], endpoints_map.get(k, ())) for k in ports)
+            inputs = tuple([(service_map[k], get_endpoints(k, ())) for k in ports])
             if reuse and old is not None and _same_inputs(old.inputs, inputs):
                 continue
             new = service_record(ports, inputs, params, hairpin)
@@ -566,17 +666,23 @@ def plan_flat(
             old_sets.update(old.sets)
         if new is not None:
             for container, items in new.elements.items():
-                r = refs.get(container)
-                if r is None:
-                    r = refs[container] = Counter()
                 t = touched.get(container)
                 if t is None:
                     touched[container] = dict(items)
+                    added[container] = [items]
                 else:
                     t.update(items)
-                r.update(iter(items))  # counted in C
+                    added[container].append(items)
             new_chains.update(new.chains)
             new_sets.update(new.sets)
+
+    # The new records' keys counted once per container, in C (after the old records' keys were
+    # uncounted: a key moving from one Service to another is then in `removed` and in `refs`).
+    for container, dicts in added.items():
+        r = refs.get(container)
+        if r is None:
+            r = refs[container] = Counter()
+        r.update(itertools.chain.from_iterable(dicts))
 
     k_new = sorted((c for c in touched if _is_k_map(c) and c not in state.k_maps), key=_k_order)
     if fresh:
@@ -642,7 +748,5 @@ def plan_flat(
     for lines in new_chains.values():
         tx.lines.extend(lines)
 
-    for container, items in adds:
-        _write_elements(tx, w, container, "add", items)
     state.written = written
-    return tx, state
+    return tx, adds, state
