@@ -29,6 +29,7 @@ import time
 
 from kubewire.bench.services import filler
 from kubewire.controllers.types import SnapshotCache
+from kubewire.daemon import GC_THRESHOLDS
 from kubewire.kernel import ip
 from kubewire.kernel.run import in_netns, run
 from kubewire.kubeproxy.nftables import CHUNK, NftSyncer, SyncResult, delete_table
@@ -66,6 +67,8 @@ def measure_layout(netns: str, n: int, layout: str, chunk: int) -> dict:
         _bump(o, "1")
     gc.collect()
     gc.freeze()  # the objects are long-lived, as in the control loop (which freezes its heap too)
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)  # and the loop's collector settings
     out: dict = {}
     maps = ProxyMaps(NODE)
     cache = SnapshotCache()
@@ -96,6 +99,7 @@ def measure_layout(netns: str, n: int, layout: str, chunk: int) -> dict:
     delete_table(netns, "ip", TABLE)
     delete_table(netns, "ip", FLAT_TABLE)
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
     return out
 
 

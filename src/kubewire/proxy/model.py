@@ -711,8 +711,12 @@ class ProxyMaps:
             else:
                 keys.pop(nsn, None)
 
-        for key, obj in svc_new.items():
-            replace(self.service_map, self._svc_keys, _nsn(key), build_service_map([obj], self.ip_family), svcs_before)
+        # Parsed in one call, then split per Service: a first sync parses thousands at once.
+        parsed: dict[NamespacedName, dict] = {_nsn(key): {} for key in svc_new}
+        for k, sp in build_service_map(svc_new.values(), self.ip_family).items():
+            parsed.setdefault((k.namespace, k.name), {})[k] = sp
+        for nsn, new in parsed.items():
+            replace(self.service_map, self._svc_keys, nsn, new, svcs_before)
         for key in svc_gone:
             replace(self.service_map, self._svc_keys, _nsn(key), {}, svcs_before)
 
@@ -739,11 +743,18 @@ class ProxyMaps:
         if len(interned) > 2 * (len(self.service_map) + len(self.endpoints_map)) + 1000:
             live = self.service_map.keys() | self.endpoints_map.keys()
             self._interned = interned = {k: v for k, v in interned.items() if k in live}
+        group: list[Mapping[str, Any]] = []
         for nsn in dirty:
-            group = list(self._slices.get(nsn, {}).values())
-            if not group:
+            objs = self._slices.get(nsn)
+            if objs:
+                group.extend(objs.values())
+            else:
                 self._slices.pop(nsn, None)
-            new = build_endpoints_map(group, self.node_name, self.ip_family, self.prefer_same_node) if group else {}
+        per_service: dict[NamespacedName, dict] = {nsn: {} for nsn in dirty}
+        if group:
+            for k, eps in build_endpoints_map(group, self.node_name, self.ip_family, self.prefer_same_node).items():
+                per_service.setdefault((k.namespace, k.name), {})[k] = eps
+        for nsn, new in per_service.items():
             replace(self.endpoints_map, self._eps_keys, nsn, new, eps_before)
         # both maps' old entries for every changed Service, whichever of its objects changed
         old_svcs: dict[ServicePortName, ServicePort] = {}
