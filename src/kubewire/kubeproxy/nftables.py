@@ -32,27 +32,32 @@ each Service's elements and reuses them while the very same ServicePort/endpoint
 back (a full resync recomputes only when the node parameters Services depend on changed: name,
 IP, zone label); elements go out in `add element` statements of 1000; nothing is listed from
 the kernel before a transaction (a table is dropped with add+delete: with the flat table of
-10k Services loaded, `nft list tables` took 0.9 s). `layout="auto"` (NftProxyAgent) writes upstream's table below
-AUTO_FLAT_AT Services and the flat one from there on.
+10k Services loaded, `nft list tables` took 0.5-0.9 s; `nft list chains`, which `nft.tables`
+reads, 4 ms). Every sync is one transaction, but one: a large first load (PARALLEL_LOAD_AT
+service ports or more) on a node that no table of ours serves yet goes as a setup transaction
+and then LOAD_PARTS transactions of elements applied at once, one nft per core (nft's own parsing
+of 60k elements is most of that load's time). `layout="auto"` (NftProxyAgent) writes upstream's
+table below AUTO_FLAT_AT Services and the flat one from there on.
 
-Measured 2026-11-26 with `python -m kubewire.bench.nftsync 1000,10000` (Services with 5
-endpoints each, no nodeName; wall-clock from a Snapshot of the objects: seeing what changed
-and parsing it, planning, `nft -f`; "full resync" = the node's zone label changed, every
-Service recomputed). 2 vCPUs shared with other engineers' tests (load 2.1-2.5), ranges over
-three runs, seconds:
+Measured 2026-11-26 13:2xZ with `UPSTREAM_MAX=0 python -m kubewire.bench.nftsync 1000,10000`
+(Services with 5 endpoints each, no nodeName; wall-clock from a snapshot that says what changed:
+parsing what changed, planning, `nft -f`; "full resync" = the node's zone label changed, every
+Service recomputed). 2 vCPUs, nothing else running (load 1.4-1.8), ranges over three runs,
+seconds:
 
-| Services | upstream, one transaction | upstream layout: first sync (chunked) / full resync / one endpoint / add Service | flat: first / full resync / one endpoint / add Service |
-|---|---|---|---|
-| 1 000 | 0.69–0.71 | 0.66–0.69 / 0.11–0.13 / 0.038–0.062 / 0.027–0.034 | 0.12–0.18 / 0.026–0.036 / 0.016–0.021 / 0.007–0.008 |
-| 10 000 | not run (UPSTREAM_MAX=2000) | 14.8–21.2 / 1.23–1.39 / 0.35–0.44 / 0.35–0.62 | 1.45–1.59 / 0.30–0.34 / 0.044–0.064 / 0.019–0.022 |
+| Services | upstream layout: first sync (chunked) / full resync / one endpoint / add Service | flat: first / full resync / one endpoint / add Service |
+|---|---|---|
+| 1 000 | 0.63–0.67 / 0.115–0.139 / 0.036–0.047 / 0.024–0.030 | 0.11–0.12 / 0.016–0.019 / 0.016–0.020 / 0.004–0.005 |
+| 10 000 | 14.0–15.3 / 1.16–1.24 / 0.32–0.36 / 0.31–0.37 | 0.97–1.08 / 0.29–0.36 / 0.013–0.023 / 0.004–0.005 |
 
-Flat, 10k: the first sync is 0.54–0.57 s of parsing 10k Services and 10k EndpointSlices
-(kubewire.proxy.model), 0.27–0.31 s of planning and 0.57–0.79 s of `nft -f` (60k elements:
-nft's own parsing of them is most of its CPU); one endpoint change is 15–20 ms to see what
-changed among 20k objects and 27–49 ms of `nft -f` (2 element operations; in one strace, the
-kernel took 13 ms to commit them). The same day, before these changes (flat layout with
-k-sets and hairpin entries for every endpoint; load 0.8-3.1, three runs): first 2.0–3.4, full
-resync 0.44–0.84, one endpoint 0.088–0.14, add Service 0.044–0.097.
+Flat, 10k, first sync: 0.44–0.50 s parsing 10k Services and 10k EndpointSlices
+(kubewire.proxy.model), 0.21–0.28 s planning, 0.31–0.32 s of `nft -f` in three transactions (one nft
+took 0.57–0.79 s before the parallel parts). After that run, with the control loop's GC
+thresholds in the bench and one parse call per batch: 0.91–0.93 s (maps 0.45–0.48, nft
+0.28–0.31; three runs). One endpoint change: no time to see what changed (the snapshot's change
+log), 12–23 ms of `nft -f` (2 element operations). The same morning, before the change log and
+the parsing work: first 1.45–1.59, one endpoint 0.044–0.064 (15–20 ms of it finding the changed
+objects among 20k).
 """
 
 from __future__ import annotations
