@@ -35,6 +35,7 @@ from kubewire.controllers.types import Snapshot
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import entered
 from kubewire.kubeproxy.conntrack import stale_filters
+from kubewire.proxy.bulk import gc_paused
 from kubewire.proxy.iptables.render import (
     RenderCache,
     jump_rules,
@@ -67,6 +68,7 @@ class ProxyAgent:
         self._health_labels: dict | None = None
         self.maps = ProxyMaps(node.name, "IPv4", self.config.prefer_same_traffic_distribution)
         self.render_cache = RenderCache()
+        self.synced_once = False
 
     def _prepare(self) -> None:
         """Once per node: the jump rules kube-proxy inserts outside its restore, the canary chains,
@@ -78,6 +80,14 @@ class ProxyAgent:
         self.ready = True
 
     def sync(self, snap: Snapshot) -> bool:
+        """Bring the node's rules to the snapshot; False when nothing changed. The first sync is a
+        bulk pass, run with the garbage collector paused (kubewire.proxy.bulk)."""
+        with gc_paused(not self.synced_once):
+            changed = self._sync(snap)
+        self.synced_once = True
+        return changed
+
+    def _sync(self, snap: Snapshot) -> bool:
         t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})

@@ -24,6 +24,7 @@ from kubewire.kernel import bpf
 from kubewire.kernel import cgroup as kcgroup
 from kubewire.kernel.sockdiag import destroy_udp_to
 from kubewire.kubeproxy.agent import ProxyAgent
+from kubewire.proxy.bulk import gc_paused
 from kubewire.proxy.ebpf import maps as M
 from kubewire.proxy.ebpf.programs import MapFds, connect, reverse
 from kubewire.proxy.ebpf.view import Change, NodeView
@@ -83,6 +84,11 @@ class EbpfProxyAgent:
                 bpf.close(fd)  # the attachment holds the program, the program its maps
 
     def sync(self, snap: Snapshot) -> bool:
+        """As ProxyAgent.sync: the first one with the garbage collector paused."""
+        with gc_paused(self.maps is None):
+            return self._sync(snap)
+
+    def _sync(self, snap: Snapshot) -> bool:
         t0 = time.perf_counter()
         services = snap.index("Service")
         node = snap.get("Node", "", self.node.name) or {}

@@ -285,7 +285,7 @@ class NftProxyAgent(ProxyAgent):
             return "upstream"
         return current
 
-    def sync(self, snap: Snapshot) -> bool:
+    def _sync(self, snap: Snapshot) -> bool:
         t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
