@@ -54,7 +54,7 @@ Flat, 10k, first sync: 0.44–0.50 s parsing 10k Services and 10k EndpointSlices
 (kubewire.proxy.model), 0.21–0.28 s planning, 0.31–0.32 s of `nft -f` in three transactions (one nft
 took 0.57–0.79 s before the parallel parts). After that run, with the control loop's GC
 thresholds in the bench and one parse call per batch: 0.91–0.93 s (maps 0.45–0.48, nft
-0.28–0.31; three runs). One endpoint change: no time to see what changed (the snapshot's change
+0.28–0.31; three runs), and 0.93–1.06 s in six runs half an hour later (maps 0.46–0.56). One endpoint change: no time to see what changed (the snapshot's change
 log), 12–23 ms of `nft -f` (2 element operations). The same morning, before the change log and
 the parsing work: first 1.45–1.59, one endpoint 0.044–0.064 (15–20 ms of it finding the changed
 objects among 20k).

@@ -256,12 +256,20 @@ def _port_elements(
         no_endpoints = _no_endpoints(key, has_endpoints)
         add("no-endpoint-services", vip, no_endpoints)
     elif not affinity:
-        m = f"k{len(internal)}"
-        d = out.get(m)
-        if d is None:
-            d = out[m] = {}
-        for i, ep in enumerate(internal):
-            d[f"{vip} . {i}"] = f" : {ep.ip} . {ep.port}"
+        select("k", vip, internal)
+
+    def from_outside(dest: str, local: str, short_circuit: str, masq: str, k: str) -> None:
+        """A destination reached from outside the node (external IP, LB VIP, NodePort): its
+        traffic-policy sets and its endpoint choice."""
+        if has_endpoints:
+            if svc.external_policy_local:
+                add(local, dest)
+                if cat.cluster:
+                    select(short_circuit, dest, cat.cluster)
+            else:
+                add(masq, dest)
+        if external:
+            select(k, dest, external)
 
     if svc.external_ips or svc.load_balancer_vips:
         if not external and not no_endpoints:
@@ -270,17 +278,8 @@ def _port_elements(
             dest = f"{ip} . {proto} . {svc.port}"
             if not external:
                 add("no-endpoint-services", dest, no_endpoints)
-            if affinity:
-                continue
-            if has_endpoints:
-                if svc.external_policy_local:
-                    add("local-dests", dest)
-                    if cat.cluster:
-                        select("sc-k", dest, cat.cluster)
-                else:
-                    add("masq-dests", dest)
-            if external:
-                select("k", dest, external)
+            if not affinity:
+                from_outside(dest, "local-dests", "sc-k", "masq-dests", "k")
     if svc.load_balancer_vips and svc.load_balancer_source_ranges:
         allow = list(svc.load_balancer_source_ranges)
         if params.node_ip and any(_contains(c, params.node_ip) for c in allow):
@@ -295,17 +294,8 @@ def _port_elements(
         np_key = f"{proto} . {svc.node_port}"
         if not external:
             add("no-endpoint-nodeports", np_key, no_endpoints or _no_endpoints(key, has_endpoints))
-        if affinity:
-            return
-        if has_endpoints:
-            if svc.external_policy_local:
-                add("local-nodeports", np_key)
-                if cat.cluster:
-                    select("npsc-k", np_key, cat.cluster)
-            else:
-                add("masq-nodeports", np_key)
-        if external:
-            select("np-k", np_key, external)
+        if not affinity:
+            from_outside(np_key, "local-nodeports", "npsc-k", "masq-nodeports", "np-k")
 
 
 def _affinity_port(
