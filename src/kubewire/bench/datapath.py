@@ -486,12 +486,16 @@ def run_mode(mode: str, variants: list[str], counts: list[int], samples: int, co
 
 
 def apply_reference_client(h, node: str) -> None:  # noqa: ANN001
-    """The reference client: the same pod as the client, on the node the bench leaves alone."""
+    """The reference client: `bench services`' client pod, named "reference", on the node the bench
+    leaves alone."""
+    import yaml
+
     from kubewire.api.loader import Document
+    from kubewire.bench.services import MANIFESTS
     from kubewire.store.apply import apply_documents
 
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reference", "namespace": "default"},
-           "spec": {"nodeName": node, "containers": [{"name": "c", "image": "agnhost", "ports": [{"containerPort": 8080}]}]}}
+    pod = next(d for d in yaml.safe_load_all(MANIFESTS) if d["metadata"]["name"] == "client")
+    pod["metadata"]["name"], pod["spec"]["nodeName"] = "reference", node
     apply_documents(h.store, [Document("<bench>", 0, pod)], service_cidr=h.cfg.service_subnet)
 
 

@@ -6,19 +6,17 @@ interleaved so both see the same machine. Prints JSON: per target, connect and f
 another node), measured in turns with this one, round by round. `kubewire bench datapath` uses
 it to compare a node with n Services against a node with one at the same moment: this machine's
 load moves p50 by more than 10% from one minute to the next, the turns cancel that.
-Stdlib only: it runs under nsenter in the pod's namespace.
+Stdlib only without `--peer` (the peer's move uses kubewire.kernel's setns and cgroup join).
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import socket
 import sys
 import time
 
-CLONE_NEWNET = 0x40000000
 REQUEST = b"GET /hostname HTTP/1.1\r\nHost: bench\r\n\r\n"
 WARM_UP = 20
 
@@ -52,21 +50,17 @@ def one_round(targets: list[tuple[str, int]], out: dict, i: int) -> int:
 
 
 def become(pid: int) -> None:
-    """Move this process into the network namespace and cgroup (v2) of process pid."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    """Move this process into the network namespace and the (kubewire) cgroup of process pid, as
+    `kubewire exec` would start it there."""
+    from kubewire.kernel.cgroup import join_like
+    from kubewire.kernel.nsswitch import CLONE_NEWNET, setns
+
     fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into the network namespace of {pid}")
+        setns(fd, CLONE_NEWNET)
     finally:
         os.close(fd)
-    with open(f"/proc/{pid}/cgroup") as f:
-        path = next((line.split(":", 2)[2].strip() for line in f if line.startswith("0::")), "")
-    with open("/proc/self/mountinfo") as f:
-        root = next((line.split()[4] for line in f if " - cgroup2 " in line), "")
-    if root and path not in ("", "/"):
-        with open(f"{root}{path}/cgroup.procs", "w") as f:
-            f.write(str(os.getpid()))
+    join_like(pid)
 
 
 def empty(targets: list[tuple[str, int]]) -> dict:

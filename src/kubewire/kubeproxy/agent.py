@@ -118,16 +118,22 @@ class ProxyAgent:
         self.last_payload = payload
         self.labels = labels
         self.last_kind = "full" if full else f"partial ({len(changed or ())} service ports)"
-        if changed_names:
-            new_svcs = {k: svc_map[k] for k in ports if k in svc_map}
-            new_eps = {k: eps_map[k] for k in ports if k in eps_map}
-            for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
-                netfilter.conntrack_delete(self.node.netns, args)
-        self.services, self.endpoints = svc_map, eps_map
-        self._health_ports(labels, None if full else ports | old_svcs.keys())
+        self._after_sync(ports, old_svcs, old_eps, labels, full)
         self.last_sync = time.time()
         self.last_duration = time.perf_counter() - t0
         return True
+
+    def _after_sync(self, ports: set, old_svcs: dict, old_eps: dict, labels: dict, full: bool) -> None:
+        """What every mode does once its rules are in: stale UDP conntrack entries of the changed
+        service `ports` flushed (as upstream), the maps kept for the health servers, and those
+        servers brought up to date (all of them after a `full` sync)."""
+        svc_map, eps_map = self.maps.service_map, self.maps.endpoints_map
+        new_svcs = {k: svc_map[k] for k in ports if k in svc_map}
+        new_eps = {k: eps_map[k] for k in ports if k in eps_map}
+        for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
+            netfilter.conntrack_delete(self.node.netns, args)
+        self.services, self.endpoints = svc_map, eps_map
+        self._health_ports(labels, None if full else ports | old_svcs.keys())
 
     # ---- health checks ---------------------------------------------------------------------
     def _health_ports(self, labels: dict, changed: set | None = None) -> None:

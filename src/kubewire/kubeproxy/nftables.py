@@ -70,10 +70,9 @@ from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Snapshot
-from kubewire.kernel import netfilter, nft
+from kubewire.kernel import nft
 from kubewire.kernel.run import CommandError
 from kubewire.kubeproxy.agent import ProxyAgent
-from kubewire.kubeproxy.conntrack import stale_filters
 from kubewire.proxy.model import (
     Endpoint,
     ServicePort,
@@ -311,14 +310,8 @@ class NftProxyAgent(ProxyAgent):
         self.last_result = result
         what = "service ports" if self.syncer.layout == "upstream" else "Services"
         self.last_kind = result.kind if result.kind != "partial" else f"partial ({result.services_written} {what})"
-        ports = self.maps.ports_of(changed)
-        new_svcs = {k: svc_map[k] for k in ports if k in svc_map}
-        new_eps = {k: ep_map[k] for k in ports if k in ep_map}
-        for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
-            netfilter.conntrack_delete(self.node.netns, args)
-        self.services, self.endpoints = svc_map, ep_map
+        self._after_sync(self.maps.ports_of(changed), old_svcs, old_eps, labels, first)
         self.labels = labels
-        self._health_ports(labels, None if first else ports | old_svcs.keys())
         self.ready = True
         self.last_sync = time.time()
         self.last_duration = time.perf_counter() - t0
