@@ -273,31 +273,68 @@ def test_flat_parameter_change_and_layout_switch(node) -> None:
     assert fetch(node["cli"], f"http://{VIP}/") in {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
 
 
-def test_flat_first_load_in_parallel_parts(node, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A large first load on an empty node goes in parallel parts and ends as the one-transaction
-    load does (the same listing) and serves; an agent restarted over a loaded table replaces it in
-    one transaction (nothing unserved in between)."""
+def canonical(listing: str) -> dict[str, list[str]]:
+    """A table's listing by block (set, map, chain) with what order means nothing taken out: the
+    order of blocks, and of the per-K rules (each matches destinations of one K only)."""
+    from kubewire.proxy.nftables.flat import K_CHAINS
+
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in listing.splitlines():
+        text = line.strip()
+        if text.startswith(("set ", "map ", "chain ")) and text.endswith("{"):
+            current = blocks[text] = []
+        elif current is not None and text == "}" and line.startswith("\t}"):
+            current = None
+        elif current is not None:
+            current.append(text)
+    for header, lines in blocks.items():
+        if header.split()[0] == "chain" and header.split()[1] in K_CHAINS:
+            lines.sort()
+    return blocks
+
+
+def test_flat_first_load_in_parts(node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large first load on an empty node goes part by part, parsing overlapping nft, and ends as
+    the one-transaction load does (the same sets, maps, chains and rules) and serves; an agent
+    restarted over a loaded table replaces it in one transaction (nothing unserved in between)."""
     from kubewire.bench.services import filler
-    from kubewire.kubeproxy import nftables as agent
+    from kubewire.cluster.addressing import NodePlan
+    from kubewire.controllers.types import SnapshotCache
+    from kubewire.kubeproxy import nftables as agent_module
 
     ns = node["node"]
-    svcs, slices = filler(300)
+    plan = NodePlan(name="node", index=0, zone="z", zone_index=0, region="r", netns=ns, ip="172.18.0.2",
+                    gateway="172.18.0.1", pod_cidr="10.244.1.0/24", bridge_ip="10.244.1.1", fabric_port="x")  # fmt: skip
+    svcs, slices = filler(300)  # 5 endpoints each, in the first parts; web (2 endpoints) in the last
     web_svcs, web_slices = service(["10.244.1.2", "10.244.1.3"])
-    svc_map, eps_map = build_service_map(svcs + web_svcs), build_endpoints_map(slices + web_slices, "node")
+    objs = [*svcs, *slices, *web_svcs, *web_slices]
+    for o in objs:
+        o["metadata"].setdefault("resourceVersion", "1")
     listing = ["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy-flat"]
 
-    monkeypatch.setattr(agent, "PARALLEL_LOAD_AT", 10**9)
-    r = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
+    def first_sync(load_in_parts_at: int) -> agent_module.SyncResult:
+        monkeypatch.setattr(agent_module, "LOAD_IN_PARTS_AT", load_in_parts_at)
+        monkeypatch.setattr(agent_module, "LOAD_PART", 100)
+        agent = agent_module.NftProxyAgent(plan, "10.244.0.0/16", "10.96.0.0/12", layout="flat")
+        assert agent.sync(SnapshotCache().apply(objs, ()))
+        assert agent.last_result is not None
+        return agent.last_result
+
+    r = first_sync(10**9)
     assert r.kind == "initial" and r.transactions == 1
     one_transaction = sh(*listing).stdout
     sh("ip", "netns", "exec", ns, "nft", "delete", "table", "ip", "kube-proxy-flat")
 
-    monkeypatch.setattr(agent, "PARALLEL_LOAD_AT", 100)
-    r = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
-    assert r.kind == "initial" and r.transactions == 1 + agent.LOAD_PARTS
-    assert sh(*listing).stdout == one_transaction
+    r = first_sync(100)
+    assert r.kind == "initial" and r.transactions == 4 and r.services_written == 301  # 301 Services, 100 a part
+    in_parts = sh(*listing).stdout
+    # k2 came with the last part: its map and rules after k5's, unlike in the one transaction
+    assert in_parts.index("map k5 {") < in_parts.index("map k2 {")
+    assert one_transaction.index("map k2 {") < one_transaction.index("map k5 {")
+    assert canonical(in_parts) == canonical(one_transaction)
     assert {fetch(node["cli"], f"http://{VIP}/") for _ in range(16)} == {"srv1 saw 10.244.1.4", "srv2 saw 10.244.1.4"}
 
-    restarted = NftSyncer(ns, layout="flat", pod_cidrs=["10.244.1.0/24"]).sync(svc_map, eps_map, PARAMS)
+    restarted = first_sync(100)
     assert restarted.kind == "initial" and restarted.transactions == 1
     assert sh(*listing).stdout == one_transaction

@@ -63,3 +63,38 @@ def test_auto_layout() -> None:
     assert agent._layout_for(AUTO_FLAT_AT - 1) == "flat"  # hysteresis: back to upstream's only well below
     assert agent._layout_for(AUTO_FLAT_AT // 2 - 1) == "upstream"
     assert NftProxyAgent(plan, "10.244.0.0/16", layout="flat")._layout_for(1) == "flat"
+
+
+def test_maps_first_sync_in_parts() -> None:
+    """A first sync in parts (the flat layout's first load): each part's Services are complete in
+    the maps when it is yielded (their EndpointSlices came with them), slices of no listed Service
+    come with the last part, and the maps end as after one sync; the change log then goes on."""
+    from kubewire.controllers.types import SnapshotCache
+
+    objs = objects(10)
+    orphan = copy.deepcopy(objs[1])  # a slice whose Service is not there (yet)
+    orphan["metadata"].update(name="gone-1", labels={"kubernetes.io/service-name": "gone"})
+    objs.append(orphan)
+    cache = SnapshotCache()
+    snap = cache.apply(objs, ())
+    maps = ProxyMaps("node")
+    seen: list[set] = []
+    for part in maps.sync_in_parts(snap, 3):
+        for nsn in part:
+            ports = [k for k in maps.service_map if (k.namespace, k.name) == nsn]
+            assert all(maps.endpoints_map.get(k) for k in ports), f"{nsn} yielded before its endpoints"
+        seen.append(part)
+    assert [len(p) for p in seen] == [3, 3, 5]  # names in order, 10 // 3 per part; the orphan's in the last
+    assert ("ns", "gone") in seen[-1]
+    assert (maps.service_map, maps.endpoints_map) == parsed(objs) and maps.service_count == 10
+
+    changed = copy.deepcopy(objs[3])
+    changed["endpoints"][0]["addresses"] = ["10.244.1.99"]
+    changed["metadata"]["resourceVersion"] = "2"
+    assert maps.sync(cache.apply([changed], ()))[0] == {("ns", "s1")}
+    try:
+        next(maps.sync_in_parts(snap, 2))
+    except RuntimeError as e:
+        assert "first sync" in str(e)
+    else:
+        raise AssertionError("sync_in_parts on maps already filled")

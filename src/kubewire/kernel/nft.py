@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable
 from typing import IO
 
@@ -16,34 +17,45 @@ def apply(netns: str, payload: str) -> None:
     run(in_netns(netns, ["nft", "-f", "-"]), stdin=payload)
 
 
-def apply_parallel(netns: str, first: str, rest: Iterable[str]) -> None:
-    """`first` in one transaction, then each of `rest` in its own, all at the same time: for a
-    large load, most of which is nft parsing elements in userspace, spread over the cores. The
-    transactions of `rest` must not depend on one another (e.g. each adds elements to the sets
-    `first` made); `rest` is taken while `first` is applied (it may be a generator writing
-    them), each started once `first` has committed. Not atomic as a whole: after a failure
-    (CommandError, raised once every nft started has finished) `first` and some of `rest` may
-    be applied."""
+def apply_in_order(netns: str, payloads: Iterable[str]) -> tuple[int, float]:
+    """Each payload in its own transaction, in order, each started once the one before has
+    committed; the next payload is taken from `payloads` (a generator may be planning it) while
+    the one before is applied, so that planning and nft share the cores. Returns the number of
+    transactions and the seconds spent waiting for nft (what planning did not overlap). Not
+    atomic as a whole: after a failure (CommandError, raised once the nft running has
+    finished) the payloads before the failed one are applied."""
     argv = in_netns(netns, ["nft", "-f", "-"])
-    running = [_start(argv, first)]
-    first_done = False
+    running: tuple[subprocess.Popen, IO[bytes]] | None = None
+    count, waited = 0, 0.0
+
+    def wait() -> CommandError | None:
+        nonlocal running, waited
+        t0 = time.perf_counter()
+        failed = _finish(argv, *running)  # type: ignore[misc]
+        waited += time.perf_counter() - t0
+        running = None
+        return failed
+
     try:
-        for payload in rest:
-            if not first_done:
-                failed, first_done = _finish(argv, *running.pop()), True
-                if failed is not None:
-                    raise failed  # the others need what it made
-            if payload:
-                running.append(_start(argv, payload))
-    finally:
-        errors = [e for e in [_finish(argv, *r) for r in running] if e is not None]
-    if errors:
-        raise errors[0]
+        for payload in payloads:
+            if not payload:
+                continue
+            if running is not None and (failed := wait()) is not None:
+                raise failed  # the next ones may need what it made
+            running = _start(argv, payload)
+            count += 1
+    except BaseException:
+        if running is not None:
+            wait()  # its outcome matters less than why the payloads stopped
+        raise
+    if running is not None and (failed := wait()) is not None:
+        raise failed
+    return count, waited
 
 
 def _start(argv: list[str], payload: str) -> tuple[subprocess.Popen, IO[bytes]]:
-    # stdin from a memory file rather than a pipe, so that starting one nft never waits for it
-    # to read its payload; stderr into a file, so that a long error never blocks it.
+    # stdin from a memory file rather than a pipe, so that starting nft never waits for it to
+    # read its payload; stderr into a file, so that a long error never blocks it.
     fd = os.memfd_create("nft-payload")
     try:
         data = payload.encode()

@@ -33,10 +33,12 @@ back (a full resync recomputes only when the node parameters Services depend on 
 IP, zone label); elements go out in `add element` statements of 1000; nothing is listed from
 the kernel before a transaction (a table is dropped with add+delete: with the flat table of
 10k Services loaded, `nft list tables` took 0.5-0.9 s; `nft list chains`, which `nft.tables`
-reads, 4 ms). Every sync is one transaction, but one: a large first load (PARALLEL_LOAD_AT
-service ports or more) on a node that no table of ours serves yet goes as a setup transaction
-and then LOAD_PARTS transactions of elements applied at once, one nft per core (nft's own parsing
-of 60k elements is most of that load's time). `layout="auto"` (NftProxyAgent) writes upstream's
+reads, 4 ms). Every sync is one transaction, but one: a large first load (LOAD_IN_PARTS_AT
+Services or more) on a node that no table of ours serves yet goes in parts of LOAD_PART Services,
+each parsed, planned and sent as a sync of its own while nft applies the part before
+(NftSyncer.load_flat): parsing in Python and nft's own parsing of the elements, the two halves
+of such a load, then share the two cores. Not atomic as a whole, so a restarted agent, whose
+table serves, replaces it in one transaction. `layout="auto"` (NftProxyAgent) writes upstream's
 table below AUTO_FLAT_AT Services and the flat one from there on.
 
 Measured 2026-11-26 13:2xZ with `UPSTREAM_MAX=0 python -m kubewire.bench.nftsync 1000,10000`
@@ -65,7 +67,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan
@@ -79,13 +81,13 @@ from kubewire.proxy.model import (
     ServicePortName,
 )
 from kubewire.proxy.nftables import NftParams, NftState, SyncPlan, changed_services, nft_params, plan_sync
-from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat, plan_flat_load
+from kubewire.proxy.nftables.flat import FLAT_TABLE, FlatState, plan_flat
 from kubewire.proxy.nftables.render import TABLE, Tx, service_cidrs_from_objects
 
 CHUNK = 1000  # Services per transaction when many change at once (see kubewire.bench.nftsync)
 LAYOUTS = ("upstream", "flat", "auto")
-PARALLEL_LOAD_AT = 2000  # flat layout: a first load of this many service ports on an empty node goes in
-LOAD_PARTS = 2  # 1 + LOAD_PARTS transactions, the parts applied at once (one nft per core)
+LOAD_IN_PARTS_AT = 2000  # flat layout: a first load of this many Services on an empty node goes in
+LOAD_PART = 1250  # Services per part of such a load, each applied while the next is parsed (NftSyncer.load_flat)
 AUTO_FLAT_AT = 1000  # layout "auto": the flat layout from this many Services (upstream's below)
 
 NamespacedName = tuple[str, str]
@@ -95,7 +97,7 @@ NamespacedName = tuple[str, str]
 class SyncResult:
     kind: str  # "initial", "full", "partial" or "none"
     seconds: float  # planning + applying
-    apply_seconds: float
+    apply_seconds: float  # waiting for nft (a part-by-part load overlaps some of it with planning)
     transactions: int
     operations: int
     services_written: int
@@ -192,35 +194,56 @@ class NftSyncer:
             if changed is None:
                 changed = changed_services(self.services, self.endpoints, service_map, endpoints_map)
         try:
-            txs = 1
-            if (kind == "initial" and len(service_map) >= PARALLEL_LOAD_AT
-                    and not nft.tables(self.netns, params.ipx) & {TABLE, FLAT_TABLE}):
-                # A large first load on a node no table of ours serves yet: its elements parsed by
-                # one nft per core. Not atomic (each Service appears, complete, when its part
-                # commits), so never used where a table already serves: a restarted agent
-                # replaces the old table in one transaction.
-                tx, loads, state = plan_flat_load(service_map, endpoints_map, params, self.pod_cidrs, LOAD_PARTS)
-                t1 = time.perf_counter()
-                written: list[Tx] = []
-                nft.apply_parallel(self.netns, tx.text(), (written.append(load) or load.text() for load in loads))
-                txs += len(written)
-                tx.lines += [line for load in written for line in load.lines]  # for the counts below
-            else:
-                tx, state = plan_flat(service_map, endpoints_map, params, state, changed, self.pod_cidrs, ports_of)
-                if kind == "initial":
-                    # upstream's layout, from an earlier run: gone in the same transaction
-                    tx.lines[:0] = _drop_table(params.ipx, TABLE)
-                t1 = time.perf_counter()
-                if len(tx):
-                    nft.apply(self.netns, tx.text())
+            tx, state = plan_flat(service_map, endpoints_map, params, state, changed, self.pod_cidrs, ports_of)
+            if kind == "initial":
+                # upstream's layout, from an earlier run: gone in the same transaction
+                tx.lines[:0] = _drop_table(params.ipx, TABLE)
+            t1 = time.perf_counter()
+            if len(tx):
+                nft.apply(self.netns, tx.text())
         except CommandError:
             self.flat_state = None  # unknown: the next sync starts over
             raise
         t2 = time.perf_counter()
         self.flat_state, self.params = state, params
         self.services, self.endpoints = service_map, endpoints_map
-        return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, txs if len(tx) else 0, len(tx),
+        return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, 1 if len(tx) else 0, len(tx),
                           state.written)  # fmt: skip
+
+    def load_flat(
+        self,
+        parts: Iterable[set[NamespacedName]],
+        service_map: Mapping[ServicePortName, ServicePort],
+        endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
+        params: NftParams,
+        ports_of: Mapping[NamespacedName, Sequence[ServicePortName]] | None = None,
+    ) -> SyncResult:
+        """The flat layout's first load, part by part, for a node that no table of ours serves
+        yet. `parts` fills the maps as it is taken (ProxyMaps.sync_in_parts) and names the
+        Services each part added; each part is planned as plan_flat plans a sync (the first
+        makes the table) and applied in its own transaction while the next part is parsed and
+        planned (kernel.nft.apply_in_order). Not atomic as a whole: each Service appears,
+        complete, when its part commits. So a restarted agent, whose table serves, replaces it
+        in one transaction instead."""
+        if self.layout != "flat" or self.synced:
+            raise RuntimeError("load_flat is the flat layout's first load")
+        t0 = time.perf_counter()
+        state: FlatState | None = None
+        operations = 0
+
+        def payloads() -> Iterator[str]:
+            nonlocal state, operations
+            for changed in parts:
+                tx, state = plan_flat(service_map, endpoints_map, params, state, None if state is None else changed,
+                                      self.pod_cidrs, ports_of)  # fmt: skip
+                operations += len(tx)
+                yield tx.text()
+
+        txs, waited = nft.apply_in_order(self.netns, payloads())  # on failure: still not synced
+        self.flat_state, self.params = state, params
+        self.services, self.endpoints = service_map, endpoints_map
+        return SyncResult("initial", time.perf_counter() - t0, waited, txs, operations,
+                          len(state.records) if state is not None else 0)  # fmt: skip
 
     def _apply(self, plan: SyncPlan) -> float:
         t0 = time.perf_counter()
@@ -288,21 +311,29 @@ class NftProxyAgent(ProxyAgent):
         t0 = time.perf_counter()
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
-        changed, old_svcs, old_eps = self.maps.sync(snap)
         cidrs = self.service_cidrs + [
             c for c in service_cidrs_from_objects(snap.index("ServiceCIDR").values()) if c not in self.service_cidrs
         ]
         params = nft_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", (), cidrs)
-        layout = self._layout_for(self.maps.service_count)
-        if layout != self.syncer.layout:
-            # the other layout's first sync replaces this one's table in its transaction
-            self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, layout, self.syncer.pod_cidrs)
         first = not self.syncer.synced
-        if not changed and not first and params == self.syncer.params and not self._stale_pending():
-            return False
-        svc_map, ep_map = self.maps.service_map, self.maps.endpoints_map
         try:
-            result = self.syncer.sync(svc_map, ep_map, params, changed=changed, ports_of=self.maps.ports_by_service)
+            if first and self._load_in_parts(snap, params):
+                result = self.last_result
+                ports: set = set()  # nothing was there before: no stale conntrack entries
+                old_svcs: dict = {}
+                old_eps: dict = {}
+            else:
+                changed, old_svcs, old_eps = self.maps.sync(snap)
+                layout = self._layout_for(self.maps.service_count)
+                if layout != self.syncer.layout:
+                    # the other layout's first sync replaces this one's table in its transaction
+                    self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, layout, self.syncer.pod_cidrs)
+                    first = True
+                if not changed and not first and params == self.syncer.params and not self._stale_pending():
+                    return False
+                result = self.syncer.sync(self.maps.service_map, self.maps.endpoints_map, params, changed=changed,
+                                          ports_of=self.maps.ports_by_service)  # fmt: skip
+                ports = self.maps.ports_of(changed)
         except CommandError as e:
             print(f"{time.strftime('%H:%M:%S')} kube-proxy (nftables) {self.node.name}: sync failed, "
                   f"the next one starts over: {e}", file=sys.stderr, flush=True)  # fmt: skip
@@ -310,11 +341,24 @@ class NftProxyAgent(ProxyAgent):
         self.last_result = result
         what = "service ports" if self.syncer.layout == "upstream" else "Services"
         self.last_kind = result.kind if result.kind != "partial" else f"partial ({result.services_written} {what})"
-        self._after_sync(self.maps.ports_of(changed), old_svcs, old_eps, labels, first)
+        self._after_sync(ports, old_svcs, old_eps, labels, first)
         self.labels = labels
         self.ready = True
         self.last_sync = time.time()
         self.last_duration = time.perf_counter() - t0
+        return True
+
+    def _load_in_parts(self, snap: Snapshot, params: NftParams) -> bool:
+        """A large first load of the flat layout on a node that no table of ours serves yet goes
+        part by part (NftSyncer.load_flat), parsing overlapping nft; False: not that case."""
+        services = len(snap.index("Service"))
+        if (services < LOAD_IN_PARTS_AT or self.maps.service_count or self._layout_for(services) != "flat"
+                or nft.tables(self.node.netns, params.ipx) & {TABLE, FLAT_TABLE}):  # fmt: skip
+            return False
+        if self.syncer.layout != "flat":
+            self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, "flat", self.syncer.pod_cidrs)
+        self.last_result = self.syncer.load_flat(self.maps.sync_in_parts(snap, -(-services // LOAD_PART)), self.maps.service_map,
+                                                 self.maps.endpoints_map, params, self.maps.ports_by_service)  # fmt: skip
         return True
 
     def _stale_pending(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -781,6 +781,35 @@ class ProxyMaps:
             out = self.apply_changes(delta["Service"], delta["EndpointSlice"])
         self._cursor = snap.cursor
         return out
+
+    def sync_in_parts(self, snap: Snapshot, parts: int) -> Iterator[set[NamespacedName]]:
+        """A first sync (the maps empty) in `parts` steps of about as many Services each (in
+        name order), every Service with its EndpointSlices (slices of no listed Service go with
+        the last): yields the Services each step added, once the maps hold them, so that a caller
+        can plan and apply one part while the next is parsed. At the end the maps are as after
+        sync(snap); a sync that stops early leaves them to start over (the next sync reads all)."""
+        if self._svc_version or self._slice_version:
+            raise RuntimeError("ProxyMaps.sync_in_parts is for a first sync (the maps must be empty)")
+        self._cursor = None
+        services, slices = snap.index("Service"), snap.index("EndpointSlice")
+        names = sorted(services)
+        bounds = [len(names) * i // parts for i in range(parts + 1)]
+        part_of: dict[NamespacedName, int] = {}
+        for i in range(parts):
+            for key in names[bounds[i] : bounds[i + 1]]:
+                part_of[_nsn(key)] = i
+        slice_parts: list[dict] = [{} for _ in range(parts)]
+        last = parts - 1
+        for key, obj in slices.items():
+            meta = obj.get("metadata")
+            labels = meta.get("labels") if meta.__class__ is dict else None
+            service = labels.get(SERVICE_NAME_LABEL) if labels.__class__ is dict else None
+            slice_parts[part_of.get((_nsn(key)[0], service), last)][key] = obj
+        for i in range(parts):
+            changed, _, _ = self.apply_changes({k: services[k] for k in names[bounds[i] : bounds[i + 1]]},
+                                               slice_parts[i])  # fmt: skip
+            yield changed
+        self._cursor = snap.cursor
 
     @property
     def service_count(self) -> int:

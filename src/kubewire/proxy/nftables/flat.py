@@ -54,7 +54,7 @@ import ipaddress
 import itertools
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kubewire.proxy.model import ZONE_LABEL, Endpoint, ServicePort, ServicePortName
@@ -106,7 +106,6 @@ BASE_CHAINS = (
 CHAINS = ("services", "masquerading", "mark-for-masquerade", "service-endpoints-check",
           "nodeport-endpoints-check", "cluster-ips-check", "firewall-check", REJECT_CHAIN)  # fmt: skip
 K_CHAINS = ("services-dnat", "short-circuit", "nodeports", "nodeport-short-circuit")
-_INTERVAL_SETS = frozenset(name for _, name, spec in STATIC_CONTAINERS if "flags interval" in spec)
 
 # Families of per-K maps: prefix -> (what the destination is, the chain of their rule)
 K_MAPS = {
@@ -523,52 +522,6 @@ def plan_flat(
     for container, items in adds:
         _write_elements(tx, w, container, "add", items)
     return tx, state
-
-
-def plan_flat_load(
-    service_map: Mapping[ServicePortName, ServicePort],
-    endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
-    params: NftParams,
-    pod_cidrs: Sequence[str] | None = None,
-    parts: int = 2,
-) -> tuple[Tx, Iterator[Tx], FlatState]:
-    """The first load (plan_flat from nothing) cut for kernel.nft.apply_parallel: nft spends most
-    of a large load parsing elements in userspace, which `parts` processes share between cores.
-
-    First a transaction with everything but the Services' elements (the table, its static part,
-    the per-K maps and their rules, affinity Services' chains), then those elements in `parts`
-    transactions of about as many Services each (written as they are taken, so while the first
-    is applied), which only add elements to what the first made and so may commit in any order.
-    Every Service's elements are in one of them (an element several Services have, in each of
-    theirs, with its one value), so whichever commits first, each Service is complete or absent;
-    but those of interval sets (`firewall-allow`, inert without `firewall-ips`) are in the first,
-    in plan_flat's order, which their listing keeps. Together they write what plan_flat's one
-    transaction writes. The state is complete when returned."""
-    tx, adds, state = _plan(service_map, endpoints_map, params, None, None, pod_cidrs, None)
-    w = f"{params.ipx} {FLAT_TABLE}"
-    for container, items in adds:
-        if container in _INTERVAL_SETS:
-            _write_elements(tx, w, container, "add", items)
-
-    def loads() -> Iterator[Tx]:
-        names = sorted(state.records)
-        for i in range(parts):
-            merged: Elements = {}
-            for nsn in names[i * len(names) // parts : (i + 1) * len(names) // parts]:
-                for container, items in state.records[nsn].elements.items():
-                    d = merged.get(container)
-                    if d is None:
-                        merged[container] = dict(items)
-                    else:
-                        d.update(items)
-            load = Tx(params.ipx, FLAT_TABLE)
-            for container in sorted(merged.keys() - _INTERVAL_SETS):
-                have = state.elements[container]
-                _write_elements(load, w, container, "add", [k + have[k] for k in merged[container]])
-            if len(load):
-                yield load
-
-    return tx, loads(), state
 
 
 def _plan(
