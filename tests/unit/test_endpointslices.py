@@ -535,3 +535,23 @@ def test_service_status_is_kept_as_the_api_server_shows_it() -> None:
         ("status", "was-lb", {"loadBalancer": {}}),
     ]
     assert reconcile_services(apply(Snapshot.of([lb, was_lb, fresh]), ops)) == []
+
+
+def test_label_index_selects_as_a_scan_does() -> None:
+    """The pod index the controller selects with gives what matching every pod gives, in order."""
+    import random
+
+    from kubewire.controllers.podutil import LabelIndex, labels_of, map_selector_matches
+
+    rng = random.Random(7)
+    keys, values = ["app", "tier", "v"], ["a", "b", "c", ""]
+    pods = [{"metadata": {"name": f"p{i}", "labels": {k: rng.choice(values) for k in keys if rng.random() < 0.7}}}
+            for i in range(300)]  # fmt: skip
+    pods.append({"metadata": {"name": "unlabelled"}})
+    index = LabelIndex(pods)
+    for _ in range(500):
+        selector = {k: rng.choice(values) for k in keys if rng.random() < 0.5}
+        want = [p for p in pods if map_selector_matches(selector, labels_of(p))]
+        assert index.select(selector) == want
+    assert len(index.select({})) == len(pods)  # an empty selector selects everything
+    assert index.select({"app": "zzz"}) == []

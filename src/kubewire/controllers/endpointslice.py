@@ -23,11 +23,11 @@ import math
 from kubewire.api.names import name_is_dns_subdomain
 from kubewire.api.service import parse_ip
 from kubewire.controllers.podutil import (
+    LabelIndex,
     get_condition,
     is_pod_ready,
     is_terminating,
     labels_of,
-    map_selector_matches,
     meta,
     milli_value,
     pod_phase,
@@ -59,6 +59,7 @@ def reconcile_endpointslices(
     pods_by_ns: dict[str, list[dict]] = {}
     for pod in snap.list("Pod"):
         pods_by_ns.setdefault(meta(pod).get("namespace", ""), []).append(pod)
+    index = {ns: LabelIndex(pods) for ns, pods in pods_by_ns.items()}
     managed: dict[tuple[str, str], list[dict]] = {}
     taken: dict[str, set[str]] = {}
     for es in snap.list("EndpointSlice"):
@@ -73,7 +74,7 @@ def reconcile_endpointslices(
         spec = svc.get("spec") or {}
         if spec.get("type") == "ExternalName" or spec.get("selector") is None:
             continue
-        pods = [p for p in pods_by_ns.get(ns, []) if map_selector_matches(spec["selector"], labels_of(p))]
+        pods = index[ns].select(spec["selector"]) if ns in index else []
         sync = _ServiceSync(svc, nodes, ratios, max_endpoints_per_slice, taken.setdefault(ns, set()))
         ops += sync.run(pods, managed.get((ns, name), []))
     # The garbage collector removes them too (they are owned); doing it here needs no second pass.

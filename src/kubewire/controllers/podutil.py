@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -128,6 +129,26 @@ def map_selector_matches(selector: dict[str, str] | None, labels: dict[str, str]
     """Plain equality maps (nodeSelector, Service.spec.selector): every pair must be present."""
     labels = labels or {}
     return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+class LabelIndex:
+    """Objects by each of their label pairs, so that a map selector looks only at the objects that
+    carry one of its pairs: matching every Service against every pod was nine tenths of an
+    EndpointSlice pass at 10k Services."""
+
+    def __init__(self, objs: Iterable[dict]) -> None:
+        self.objs = list(objs)
+        self.by_pair: dict[tuple[str, str], list[dict]] = {}
+        for obj in self.objs:
+            for pair in labels_of(obj).items():
+                self.by_pair.setdefault(pair, []).append(obj)
+
+    def select(self, selector: dict[str, str]) -> list[dict]:
+        """The objects map_selector_matches(selector, labels) accepts, in the order given."""
+        if not selector:
+            return list(self.objs)
+        candidates = min((self.by_pair.get(pair, ()) for pair in selector.items()), key=len)
+        return [o for o in candidates if map_selector_matches(selector, labels_of(o))]
 
 
 def _node_expression_matches(expr: dict, labels: dict[str, str]) -> bool:
