@@ -54,12 +54,13 @@ seconds:
 
 Flat, 10k, first sync: 0.44–0.50 s parsing 10k Services and 10k EndpointSlices
 (kubewire.proxy.model), 0.21–0.28 s planning, 0.31–0.32 s of `nft -f` in three transactions (one nft
-took 0.57–0.79 s before the parallel parts). After that run, with the control loop's GC
-thresholds in the bench and one parse call per batch: 0.91–0.93 s (maps 0.45–0.48, nft
-0.28–0.31; three runs), and 0.93–1.06 s in six runs half an hour later (maps 0.46–0.56). One endpoint change: no time to see what changed (the snapshot's change
-log), 12–23 ms of `nft -f` (2 element operations). The same morning, before the change log and
-the parsing work: first 1.45–1.59, one endpoint 0.044–0.064 (15–20 ms of it finding the changed
-objects among 20k).
+took 0.57–0.79 s before parallel parts). After that run, with the control loop's GC thresholds in
+the bench and one parse call per batch: 0.91–1.08 s in nine runs (maps 0.45–0.56, nft 0.28–0.31).
+Part by part (15:0xZ, three runs): 0.68–0.73 s, of which 0.07–0.09 s waiting for nft; the rest
+is parsing and planning, with nft applying the part before on the other core. One endpoint
+change: no time to see what changed (the snapshot's change log), 12–33 ms of `nft -f` (2 element
+operations). The same morning, before the change log and the parsing work: first 1.45–1.59, one
+endpoint 0.044–0.064 (15–20 ms of it finding the changed objects among 20k).
 """
 
 from __future__ import annotations
