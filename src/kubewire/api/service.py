@@ -20,6 +20,9 @@ import ipaddress
 from typing import Any
 
 from kubewire.api.access import Errs, check_known, child, index, is_int, key
+from kubewire.api.addresses import IP
+from kubewire.api.addresses import parse_cidr_sloppy as parse_cidr
+from kubewire.api.addresses import parse_ip_sloppy as parse_ip
 from kubewire.api.defaults import register_defaulter
 from kubewire.api.errors import (
     FieldError,
@@ -43,9 +46,6 @@ from kubewire.api.names import (
     is_valid_port_num,
     name_is_dns_subdomain,
 )
-
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Enumerations as upstream lists them in "supported values" (sets.List sorts them).
 SERVICE_TYPES = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
@@ -73,51 +73,6 @@ MAX_SLICE_PORTS = 20000
 MAX_TOPOLOGY_LABELS = 16
 MAX_ZONE_HINTS = 8
 MAX_NODE_HINTS = 8
-
-
-# --- addresses with Go's (k8s.io/utils/net) sloppy parsing ------------------------------------
-
-
-def _parse_v4(text: str) -> ipaddress.IPv4Address | None:
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts):
-        return None
-    octets = [int(p) for p in parts]
-    return ipaddress.IPv4Address(bytes(octets)) if all(o <= 255 for o in octets) else None
-
-
-def parse_ip(text: Any) -> IP | None:
-    """netutils.ParseIPSloppy: leading zeros allowed; IPv4-mapped IPv6 counts as IPv4 (Go's To4)."""
-    if not isinstance(text, str) or not text:
-        return None
-    if ":" not in text:
-        return _parse_v4(text)
-    if "%" in text:
-        return None
-    try:
-        addr = ipaddress.IPv6Address(text)
-    except ValueError:
-        return None
-    return addr.ipv4_mapped or addr
-
-
-def parse_cidr(text: Any) -> Network | None:
-    """netutils.ParseCIDRSloppy: host bits allowed (and masked off), leading zeros allowed."""
-    if not isinstance(text, str) or "/" not in text:
-        return None
-    addr_text, _, bits = text.partition("/")
-    if not bits.isascii() or not bits.isdigit():
-        return None
-    if ":" in addr_text:
-        try:
-            v6 = ipaddress.IPv6Address(addr_text)
-        except ValueError:
-            return None
-        return ipaddress.IPv6Network((v6, int(bits)), strict=False) if int(bits) <= 128 else None
-    v4 = _parse_v4(addr_text)
-    if v4 is None or int(bits) > 32:
-        return None
-    return ipaddress.IPv4Network((v4, int(bits)), strict=False)
 
 
 def ip_family(text: str) -> str:
