@@ -555,3 +555,104 @@ def test_label_index_selects_as_a_scan_does() -> None:
         assert index.select(selector) == want
     assert len(index.select({})) == len(pods)  # an empty selector selects everything
     assert index.select({"app": "zzz"}) == []
+
+
+def _store_writes(ops: list[Op], rv: int) -> tuple[list[dict], list]:
+    """The controller's ops as the store writes them: new objects, names and identity stamped."""
+    upserts: list[dict] = []
+    deletes: list = []
+    for op in ops:
+        obj = copy.deepcopy(op.obj)
+        rv += 1
+        if op.verb == "delete":
+            deletes.append(key_of(obj))
+            continue
+        if "name" not in obj["metadata"]:
+            obj["metadata"]["name"] = obj["metadata"].pop("generateName") + f"x{rv}"
+        obj["metadata"].update(uid=f"uid-{obj['metadata']['name']}", resourceVersion=str(rv))
+        upserts.append(obj)
+    return upserts, deletes
+
+
+def test_in_sync_memo_changes_nothing(monkeypatch) -> None:  # noqa: ANN001
+    """A pass that skips the Services found in sync with the same objects (as the control loop runs
+    it, over a SnapshotCache whose unchanged objects stay the same objects) writes exactly what a
+    pass over every Service writes, through random pod, Service, slice and node changes and lost
+    writes; and once settled it reconciles no Service at all."""
+    import random
+
+    from kubewire.controllers.endpointslice import EndpointSliceMemo, _ServiceSync
+    from kubewire.controllers.types import SnapshotCache
+
+    rng = random.Random(11)
+    cache = SnapshotCache()
+    memo = EndpointSliceMemo()
+    apps = ["web", "api", "db"]
+    objs: list[dict] = two_zones()
+    objs += [service(a, selector={"app": a}, clusterIP=f"10.96.100.{i + 1}", clusterIPs=[f"10.96.100.{i + 1}"])
+             for i, a in enumerate(apps)]  # fmt: skip
+    objs += [pod(f"p{i}", f"10.244.1.{i + 2}", rng.choice(["n1", "n2"]), labels={"app": rng.choice(apps)})
+             for i in range(12)]  # fmt: skip
+    snap = cache.apply(copy.deepcopy(objs), ())
+    writes = 0
+    for step in range(200):
+        ops = reconcile_endpointslices(snap, memo=memo)
+        assert ops == reconcile_endpointslices(snap), f"step {step}"
+        upserts, deletes = _store_writes(ops, 1000 + 10 * step)
+        writes += len(ops)
+        if ops and rng.random() < 0.15:  # the write was lost (a conflict): the next pass must try again
+            upserts, deletes = [], []
+        if not ops:  # settled: change something, as pods, users and nodes do
+            what = rng.random()
+            pods_now = snap.list("Pod")
+            if what < 0.5:
+                p = copy.deepcopy(rng.choice(pods_now))
+                ready = p["status"]["conditions"][0]["status"] == "True"
+                p["status"]["conditions"] = [{"type": "Ready", "status": "False" if ready else "True"}]
+                upserts.append(p)
+            elif what < 0.7:
+                p = copy.deepcopy(rng.choice(pods_now))
+                p["metadata"]["labels"] = {"app": rng.choice(apps)}
+                upserts.append(p)
+            elif what < 0.8 and len(pods_now) > 4:
+                deletes.append(key_of(rng.choice(pods_now)))
+            elif what < 0.82:
+                svc = copy.deepcopy(rng.choice(snap.list("Service")))
+                svc["spec"]["ports"][0]["port"] = rng.choice([80, 81])
+                upserts.append(svc)
+            elif what < 0.85:  # a selector changed, or dropped
+                svc = copy.deepcopy(rng.choice(snap.list("Service")))
+                svc["spec"]["selector"] = rng.choice([{"app": rng.choice(apps)}, {}, None])
+                if svc["spec"]["selector"] is None:
+                    del svc["spec"]["selector"]
+                upserts.append(svc)
+            elif what < 0.88:  # a Service deleted, or made again
+                gone = [a for a in apps if snap.get("Service", NS, a) is None]
+                if gone:
+                    i = apps.index(gone[0])
+                    upserts.append(service(gone[0], selector={"app": gone[0]}, clusterIP=f"10.96.100.{i + 1}",
+                                           clusterIPs=[f"10.96.100.{i + 1}"]))  # fmt: skip
+                else:
+                    deletes.append(key_of(rng.choice(snap.list("Service"))))
+            elif what < 0.91 and snap.list("EndpointSlice"):  # someone deletes a managed slice
+                deletes.append(key_of(rng.choice(snap.list("EndpointSlice"))))
+            elif what < 0.94:  # a new pod
+                name = f"p{len(pods_now) + 100 + step}"
+                upserts.append(pod(name, f"10.244.2.{step + 2}", "n2", labels={"app": rng.choice(apps)}))
+            else:
+                n = copy.deepcopy(rng.choice(snap.list("Node")))
+                n["metadata"]["labels"]["topology.kubernetes.io/zone"] = rng.choice(["zone-a", "zone-b", "zone-c"])
+                upserts.append(n)
+        snap = cache.apply(upserts, deletes)
+    assert writes > 50  # the changes made the controller write
+
+    for step in range(5):  # settle
+        ops = reconcile_endpointslices(snap, memo=memo)
+        if not ops:
+            break
+        snap = cache.apply(*_store_writes(ops, 5000 + 10 * step))
+    reconciled: list[str] = []
+    monkeypatch.setattr(_ServiceSync, "run", lambda self, pods, existing: reconciled.append(self.name) or [])
+    assert reconcile_endpointslices(snap, memo=memo) == [] and reconciled == []
+    with_selector = [s["metadata"]["name"] for s in snap.list("Service") if s["spec"].get("selector") is not None]
+    assert reconcile_endpointslices(snap) == [] and sorted(reconciled) == sorted(with_selector)  # without: all

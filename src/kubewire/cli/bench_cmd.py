@@ -176,6 +176,30 @@ def bench_ingress(
     write_results(con, out, {"machine": machine(), **res})
 
 
+@bench_app.command("controllers")
+def bench_controllers(
+    services: str = typer.Option("1000,10000,30000", "--services", help="Service counts, comma-separated."),
+    pods: int = typer.Option(500, "--pods", help="Pods (one for each of the first Services)."),
+    flips: int = typer.Option(20, "--flips", help="Readiness changes timed per count."),
+    out: str = typer.Option("bench-results/controllers.json", "--out"),
+) -> None:
+    """The control loop's controllers as Services grow: a steady pass, and a pod's readiness change
+    to its EndpointSlice; with the EndpointSlice controller's in-sync memo and without. No root."""
+    from kubewire.bench.controllers import run_bench
+
+    con = Console(width=160)
+    res = run_bench([int(x) for x in services.split(",") if x], pods, flips, log=lambda m: con.print(f"[dim]{m}[/dim]"))
+    t = Table(title=f"kubewire bench controllers ({pods} pods, {flips} readiness changes per count)")
+    for col in ("Services", "EndpointSlices", "EndpointSlice controller", "steady pass ms",
+                "readiness → EndpointSlice ms p50 / max", "passes"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        t.add_row(str(r["services"]), str(r["slices"]), r["controllers"], f"{r['steady_pass_s'] * 1000:.1f}",
+                  f"{r['readiness_to_slice_ms']['p50']:.1f} / {r['readiness_to_slice_ms']['max']:.1f}", str(r["passes"]))
+    con.print(t)
+    write_results(con, out, {"machine": machine(), **res})
+
+
 @bench_app.command("policy")
 def bench_policy(
     policies: str = typer.Option("10,100,1000", "--policies", help="Policy counts over 100 pods, comma-separated."),

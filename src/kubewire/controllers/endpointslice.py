@@ -20,20 +20,21 @@ import hashlib
 import json
 import math
 
+from kubewire.api.addresses import parse_ip_sloppy as parse_ip
 from kubewire.api.names import name_is_dns_subdomain
-from kubewire.api.service import parse_ip
 from kubewire.controllers.podutil import (
     LabelIndex,
     get_condition,
     is_pod_ready,
     is_terminating,
     labels_of,
+    map_selector_matches,
     meta,
     milli_value,
     pod_phase,
 )
 from kubewire.controllers.replicaset import ALPHANUMS
-from kubewire.controllers.types import Op, Snapshot
+from kubewire.controllers.types import Cursor, Op, Snapshot
 
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -49,38 +50,227 @@ _RESERVED_LABELS = (LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS)
 _EXCLUDED_NODE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 
 
+NamespacedName = tuple[str, str]
+_KINDS = ("Service", "Pod", "EndpointSlice", "Node")
+
+
+class EndpointSliceMemo:
+    """What the controller remembers between passes, so that a pass costs what changed.
+
+    * In sync: the Services a pass found in sync, with the very objects it found them in sync
+      with. Snapshot objects are shared between snapshots and never modified (the kernel tests
+      check it: KUBEWIRE_VERIFY_SNAPSHOTS), and a Service's sync is a function of its own object,
+      the pods it selects, its slices and the nodes; so a Service seen again with the same objects
+      wants no change.
+    * Which Services a change can concern: the managed slices of each Service, the Services by
+      selector pair, and each pod's labels. With the snapshot's change log (a SnapshotCache's
+      snapshots, as the control loop's store makes them) a pass reconciles only the Services whose
+      object, slices or selected pods (before or after the change) changed, and those whose last
+      reconcile wrote something (retried until in sync). A node change, or a snapshot that cannot
+      say what changed, makes a full pass, which rebuilds all of this.
+
+    Keep one per control loop; a pass without one reconciles every Service."""
+
+    def __init__(self) -> None:
+        self.services: dict[NamespacedName, tuple[dict, list[dict], list[dict]]] = {}
+        self.nodes: list[dict] = []
+        self.max_per_slice = 0
+        self.cursor: Cursor | None = None
+        self.pending: set[NamespacedName] = set()
+        self.slices_of: dict[NamespacedName, set[NamespacedName]] = {}
+        self.slice_owner: dict[NamespacedName, NamespacedName] = {}
+        self.selectors: dict[NamespacedName, dict[str, str]] = {}
+        self.by_pair: dict[tuple[str, str, str], set[NamespacedName]] = {}
+        self.select_all: dict[str, set[NamespacedName]] = {}
+        self.pod_labels: dict[NamespacedName, dict[str, str]] = {}
+
+    def check_nodes(self, nodes: list[dict], max_per_slice: int) -> None:
+        """Forget the Services in sync when a node (zones, CPU for hints) or the slice size changed."""
+        if max_per_slice != self.max_per_slice or not _same_objects(nodes, self.nodes):
+            self.services.clear()
+            self.nodes, self.max_per_slice = nodes, max_per_slice
+
+    def rebuild(self, services: dict[NamespacedName, dict], managed: dict[NamespacedName, list[dict]],
+                pods: list[dict]) -> None:  # fmt: skip
+        self.slices_of, self.slice_owner = {}, {}
+        for owner, slices in managed.items():
+            for es in slices:
+                self.track_slice((meta(es).get("namespace", ""), meta(es)["name"]), owner)
+        self.selectors, self.by_pair, self.select_all = {}, {}, {}
+        for key, svc in services.items():
+            self.index_service(key, svc)
+        self.pod_labels = {(meta(p).get("namespace", ""), meta(p)["name"]): labels_of(p) for p in pods}
+        for key in [k for k in self.services if k not in services]:
+            del self.services[key]
+
+    def track_slice(self, key: NamespacedName, owner: NamespacedName | None) -> NamespacedName | None:
+        """Record a slice's owner (None: not a managed slice, or gone); returns the one before."""
+        before = self.slice_owner.pop(key, None)
+        if before is not None:
+            self.slices_of[before].discard(key)
+        if owner is not None:
+            self.slice_owner[key] = owner
+            self.slices_of.setdefault(owner, set()).add(key)
+        return before
+
+    def index_service(self, key: NamespacedName, svc: dict | None) -> None:
+        """Index (or, for None, forget) a Service's selector."""
+        old = self.selectors.pop(key, None)
+        if old is not None:
+            if old:
+                for k, v in old.items():
+                    self.by_pair[(key[0], k, v)].discard(key)
+            else:
+                self.select_all[key[0]].discard(key)
+        spec = (svc or {}).get("spec") or {}
+        selector = spec.get("selector")
+        if svc is None or spec.get("type") == "ExternalName" or selector is None:
+            return
+        self.selectors[key] = selector
+        if selector:
+            for k, v in selector.items():
+                self.by_pair.setdefault((key[0], k, v), set()).add(key)
+        else:
+            self.select_all.setdefault(key[0], set()).add(key)
+
+    def selecting(self, namespace: str, labels: dict[str, str]) -> set[NamespacedName]:
+        """The Services (with a selector) in the namespace that select these labels."""
+        out = set(self.select_all.get(namespace, ()))
+        for k, v in labels.items():
+            for key in self.by_pair.get((namespace, k, v), ()):
+                if key not in out and map_selector_matches(self.selectors[key], labels):
+                    out.add(key)
+        return out
+
+
+def _same_objects(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
+def _managed_owner(es: dict) -> NamespacedName | None:
+    labels = labels_of(es)
+    if labels.get(LABEL_MANAGED_BY) == CONTROLLER_NAME and labels.get(LABEL_SERVICE_NAME):
+        return (meta(es).get("namespace", ""), labels[LABEL_SERVICE_NAME])
+    return None
+
+
 def reconcile_endpointslices(
-    snap: Snapshot, max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE
+    snap: Snapshot, max_endpoints_per_slice: int = MAX_ENDPOINTS_PER_SLICE, memo: EndpointSliceMemo | None = None
 ) -> list[Op]:
-    """One sync of every Service's EndpointSlices; no Ops when everything is already as it should be."""
-    nodes = {meta(n)["name"]: n for n in snap.list("Node")}
+    """One sync of every Service's EndpointSlices; no Ops when everything is already as it should be.
+    With a memo, only the Services that what changed can concern are reconciled (see
+    EndpointSliceMemo); the Ops are those of a pass over every Service."""
+    if memo is None:
+        return _full_pass(snap, max_endpoints_per_slice, None)
+    since, memo.cursor = memo.cursor, None  # unknown until this pass is done
+    changes = snap.changes(since, _KINDS) if since is not None else None
+    if changes is None or changes["Node"] or max_endpoints_per_slice != memo.max_per_slice:
+        ops = _full_pass(snap, max_endpoints_per_slice, memo)
+    else:
+        ops = _changed_pass(snap, max_endpoints_per_slice, memo, changes)
+    memo.cursor = snap.cursor
+    return ops
+
+
+def _full_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSliceMemo | None) -> list[Op]:
+    node_list = snap.list("Node")
+    nodes = {meta(n)["name"]: n for n in node_list}
+    if memo is not None:
+        memo.check_nodes(node_list, max_endpoints_per_slice)
     ratios = zone_cpu_ratios(list(nodes.values()))
     services = {(meta(s).get("namespace", ""), meta(s)["name"]): s for s in snap.list("Service")}
+    all_pods = snap.list("Pod")
     pods_by_ns: dict[str, list[dict]] = {}
-    for pod in snap.list("Pod"):
+    for pod in all_pods:
         pods_by_ns.setdefault(meta(pod).get("namespace", ""), []).append(pod)
     index = {ns: LabelIndex(pods) for ns, pods in pods_by_ns.items()}
-    managed: dict[tuple[str, str], list[dict]] = {}
+    managed: dict[NamespacedName, list[dict]] = {}
     taken: dict[str, set[str]] = {}
     for es in snap.list("EndpointSlice"):
         ns = meta(es).get("namespace", "")
         taken.setdefault(ns, set()).add(meta(es)["name"])
-        labels = labels_of(es)
-        if labels.get(LABEL_MANAGED_BY) == CONTROLLER_NAME and labels.get(LABEL_SERVICE_NAME):
-            managed.setdefault((ns, labels[LABEL_SERVICE_NAME]), []).append(es)
+        owner = _managed_owner(es)
+        if owner is not None:
+            managed.setdefault(owner, []).append(es)
+    if memo is not None:
+        memo.rebuild(services, managed, all_pods)
+        memo.pending = set()
 
     ops: list[Op] = []
-    for (ns, name), svc in services.items():
-        spec = svc.get("spec") or {}
-        if spec.get("type") == "ExternalName" or spec.get("selector") is None:
-            continue
-        pods = index[ns].select(spec["selector"]) if ns in index else []
-        sync = _ServiceSync(svc, nodes, ratios, max_endpoints_per_slice, taken.setdefault(ns, set()))
-        ops += sync.run(pods, managed.get((ns, name), []))
+    for key, svc in services.items():
+        ops += _reconcile(key, svc, index.get(key[0]), managed.get(key, []), nodes, ratios,
+                          max_endpoints_per_slice, taken.setdefault(key[0], set()), memo)  # fmt: skip
     # The garbage collector removes them too (they are owned); doing it here needs no second pass.
     for key, slices in sorted(managed.items()):
         if key not in services:
             ops += [Op("delete", es) for es in slices]
+    return ops
+
+
+def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSliceMemo,
+                  changes: dict[str, dict[NamespacedName, dict | None]]) -> list[Op]:  # fmt: skip
+    dirty = set(memo.pending)
+    memo.pending = set()
+    for key, svc in changes["Service"].items():
+        dirty.add(key)
+        memo.index_service(key, svc)
+    for key, es in changes["EndpointSlice"].items():
+        owner = _managed_owner(es) if es is not None else None
+        before = memo.track_slice(key, owner)
+        dirty.update(k for k in (before, owner) if k is not None)
+    for key, pod in changes["Pod"].items():
+        before = memo.pod_labels.pop(key, None)
+        if before is not None:
+            dirty |= memo.selecting(key[0], before)
+        if pod is not None:
+            memo.pod_labels[key] = labels = labels_of(pod)
+            dirty |= memo.selecting(key[0], labels)
+    if not dirty:
+        return []
+
+    nodes = {meta(n)["name"]: n for n in memo.nodes}
+    ratios = zone_cpu_ratios(memo.nodes)
+    services = snap.index("Service")
+    indexes: dict[str, LabelIndex] = {}
+    taken: dict[str, set[str]] = {}
+    ops: list[Op] = []
+    orphans: list[Op] = []
+    for key in sorted(dirty):
+        ns = key[0]
+        existing = [es for k in sorted(memo.slices_of.get(key, ())) if (es := snap.get("EndpointSlice", *k))]
+        svc = services.get(key)
+        if svc is None:
+            memo.services.pop(key, None)
+            if existing:
+                orphans += [Op("delete", es) for es in existing]
+                memo.pending.add(key)  # until they are gone
+            continue
+        if ns not in indexes:
+            indexes[ns] = LabelIndex(snap.list("Pod", ns))
+            taken[ns] = {name for (n, name) in snap.index("EndpointSlice") if n == ns}
+        ops += _reconcile(key, svc, indexes[ns], existing, nodes, ratios, max_endpoints_per_slice, taken[ns], memo)
+    return ops + orphans
+
+
+def _reconcile(key: NamespacedName, svc: dict, pods_index: LabelIndex | None, existing: list[dict],
+               nodes: dict[str, dict], ratios: dict[str, float] | None, max_per_slice: int, taken: set[str],
+               memo: EndpointSliceMemo | None) -> list[Op]:  # fmt: skip
+    """One Service (skipped when in sync with the same objects as before)."""
+    spec = svc.get("spec") or {}
+    if spec.get("type") == "ExternalName" or spec.get("selector") is None:
+        return []
+    pods = pods_index.select(spec["selector"]) if pods_index is not None else []
+    if memo is not None:
+        seen = memo.services.get(key)
+        if seen is not None and seen[0] is svc and _same_objects(seen[1], pods) and _same_objects(seen[2], existing):
+            return []
+    ops = _ServiceSync(svc, nodes, ratios, max_per_slice, taken).run(pods, existing)
+    if memo is not None:
+        if ops:
+            memo.services.pop(key, None)
+            memo.pending.add(key)
+        else:
+            memo.services[key] = (svc, pods, existing)
     return ops
 
 

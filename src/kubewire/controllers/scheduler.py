@@ -271,8 +271,12 @@ def schedule(snap: Snapshot) -> list[Op]:
     """Place every pending pod: an `update` binding spec.nodeName (followed by a status setting
     PodScheduled=True only if an earlier attempt had marked the pod Unschedulable), or a status
     marking it Unschedulable with upstream's message when no node fits."""
+    all_pods = snap.list("Pod")
+    pending = sorted((p for p in all_pods if _needs_scheduling(p)), key=_queue_key)
+    if not pending:
+        return []  # the usual pass: nothing to place, no node state or selector index to build
     nodes = {meta(n)["name"]: _NodeState(n) for n in snap.list("Node")}
-    for pod in snap.list("Pod"):
+    for pod in all_pods:
         node_name = (pod.get("spec") or {}).get("nodeName")
         if node_name in nodes and pod_phase(pod) not in ("Succeeded", "Failed"):
             nodes[node_name].add(pod)
@@ -280,7 +284,7 @@ def schedule(snap: Snapshot) -> list[Op]:
     index = _SelectorIndex(snap)
     peers = _PeerCounts(index, nodes)
     ops: list[Op] = []
-    for pod in sorted((p for p in snap.list("Pod") if _needs_scheduling(p)), key=_queue_key):
+    for pod in pending:
         feasible: list[_NodeState] = []
         rejected: dict[str, list[str]] = {}
         for state in nodes.values():

@@ -20,6 +20,8 @@ def reconcile_services(snap: Snapshot) -> list[Op]:
     for svc in snap.list("Service"):
         status = svc.get("status") if isinstance(svc.get("status"), dict) else {}
         lb = status.get("loadBalancer")
+        if "status" in svc and isinstance(lb, dict) and not (lb and (svc.get("spec") or {}).get("type") != "LoadBalancer"):
+            continue  # as it should be (the usual case: no copy to compare)
         want = copy.deepcopy(status)
         if not isinstance(lb, dict) or ((svc.get("spec") or {}).get("type") != "LoadBalancer" and lb):
             want["loadBalancer"] = {}

@@ -71,6 +71,7 @@ class Snapshot:
     now: float = 0.0  # seconds since the epoch, as the controllers should see it
     _index: dict[str, dict[tuple[str, str], dict]] = field(default_factory=dict, repr=False, compare=False)
     cursor: Cursor | None = field(default=None, repr=False, compare=False)  # set by a SnapshotCache
+    _sorted: dict[str, list[dict]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def of(cls, objs: Iterable[dict], now: float = 0.0) -> Snapshot:
@@ -88,9 +89,14 @@ class Snapshot:
         return self._index.get(kind, {})
 
     def list(self, kind: str, namespace: str | None = None) -> list[dict]:
-        out = [o for (k, ns, _), o in self.objects.items() if k == kind and (namespace is None or ns == namespace)]
-        out.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return out
+        """Objects of one kind (in one namespace), by namespace and name; a new list each call, of
+        one sort per snapshot and kind (controllers list the same kinds several times a pass)."""
+        ordered = self._sorted.get(kind)
+        if ordered is None:
+            ordered = self._sorted[kind] = [o for _, o in sorted(self.index(kind).items())]
+        if namespace is None:
+            return list(ordered)
+        return [o for o in ordered if (o["metadata"].get("namespace") or "") == namespace]
 
     def changes(self, since: Cursor | None, kinds: Iterable[str]) -> dict[str, dict[NamespacedName, dict | None]] | None:
         """Objects of these kinds that changed since the snapshot `since` points at, per kind by

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from kubewire.cluster.addressing import Topology, cluster_dns_ip, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
+from kubewire.controllers.endpointslice import EndpointSliceMemo
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.daemon import GC_THRESHOLDS
 from kubewire.daemon.dnsfeed import RecordsFeed
@@ -84,7 +85,9 @@ def edge_agents(ctx: EdgeContext) -> list:
     return make(ctx)
 
 
-def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
+def run_controllers(snap: Snapshot, rng: random.Random, in_sync: EndpointSliceMemo | None = None) -> list[Op]:
+    """One pass of every controller. `in_sync`: the EndpointSlice controller's memory of the
+    Services it found in sync (the loop keeps one; see EndpointSliceMemo)."""
     from kubewire.controllers.deployment import reconcile_deployments
     from kubewire.controllers.endpointslice import reconcile_endpointslices
     from kubewire.controllers.replicaset import reconcile_replicasets
@@ -98,7 +101,7 @@ def run_controllers(snap: Snapshot, rng: random.Random) -> list[Op]:
     ops += reconcile_replicasets(snap, rng)
     ops += schedule(snap)
     ops += reconcile_services(snap)
-    ops += reconcile_endpointslices(snap)
+    ops += reconcile_endpointslices(snap, memo=in_sync)
     return ops
 
 
@@ -110,6 +113,7 @@ class Daemon:
         self.topo = plan_topology(self.cfg)
         self.store = Store(f"{self.dir}/state.db")
         self.rng = random.Random()
+        self.in_sync = EndpointSliceMemo()
         self.event = asyncio.Event()
         self.stopping = False
         dns = NODE_LOCAL_DNS_IP if self.cfg.node_local_dns else cluster_dns_ip(self.cfg)
@@ -138,7 +142,7 @@ class Daemon:
     def step(self) -> None:
         snap = self.store.snapshot()
         for _ in range(5):  # let controllers settle before the agents look
-            ops = run_controllers(snap, self.rng)
+            ops = run_controllers(snap, self.rng, self.in_sync)
             if not ops:
                 break
             self.store.write(ops)
@@ -153,7 +157,7 @@ class Daemon:
             self.store.write(agent_ops)
             snap = self.store.snapshot()
             for _ in range(3):  # EndpointSlices follow readiness at once, not on the next change
-                ops = run_controllers(snap, self.rng)
+                ops = run_controllers(snap, self.rng, self.in_sync)
                 if not ops:
                     break
                 self.store.write(ops)
