@@ -4,8 +4,8 @@ change takes to reach its EndpointSlice.
 No root, no kernel: a store in a scratch directory (the daemon's own Store, SQLite), n Services
 each selecting its own pods (one pod for each of the first `pods` Services, spread over three nodes
 in two zones), and the controllers as the daemon runs them (`run_controllers`), two ways side by
-side: with the EndpointSlice controller's EndpointSliceMemo, as the loop keeps it (a pass
-reconciles the Services that what changed concerns), and without (every Service, every pass). For each count, after the controllers have settled (untimed):
+side: with the controllers' memos, as the loop keeps them (ControllerMemos: a pass looks at what
+the snapshot's change log says changed), and without (every object, every pass). For each count, after the controllers have settled (untimed):
 
 * `steady_pass_s`: one pass of every controller over a fresh snapshot in which nothing changed
   (median of 5);
@@ -26,10 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubewire.controllers.endpointslice import EndpointSliceMemo
 from kubewire.controllers.types import Op
 from kubewire.daemon import GC_THRESHOLDS
-from kubewire.daemon.loop import run_controllers
+from kubewire.daemon.loop import ControllerMemos, run_controllers
 from kubewire.store.db import Store
 
 NAMESPACE = "bench"
@@ -62,7 +61,7 @@ def objects(n: int, pods: int) -> list[dict]:
     return out
 
 
-def settle(store: Store, rng: random.Random, memo: EndpointSliceMemo | None, passes: int = 20) -> int:
+def settle(store: Store, rng: random.Random, memo: ControllerMemos | None, passes: int = 20) -> int:
     """Controller passes, each one's writes stored, until one has nothing to write: the passes run."""
     for i in range(1, passes + 1):
         ops = run_controllers(store.snapshot(), rng, memo)
@@ -72,7 +71,7 @@ def settle(store: Store, rng: random.Random, memo: EndpointSliceMemo | None, pas
     raise RuntimeError(f"the controllers did not settle in {passes} passes")
 
 
-def measure(n: int, pods: int, flips: int, memo: EndpointSliceMemo | None) -> dict:
+def measure(n: int, pods: int, flips: int, memo: ControllerMemos | None) -> dict:
     rng = random.Random(1)
     with tempfile.TemporaryDirectory(prefix="kw-bench-controllers-") as d:
         store = Store(str(Path(d) / "state.db"))
@@ -112,7 +111,7 @@ def run_bench(counts: list[int], pods: int = 500, flips: int = 20, log=print) ->
     try:
         rows = []
         for n in counts:
-            for label, memo in (("incremental (the loop's)", EndpointSliceMemo()), ("every Service every pass", None)):
+            for label, memo in (("incremental (the loop's)", ControllerMemos()), ("every object every pass", None)):
                 log(f"{n} Services, {label} ...")
                 rows.append({"controllers": label, **measure(n, pods, flips, memo)})
     finally:

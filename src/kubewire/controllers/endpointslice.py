@@ -232,7 +232,7 @@ def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSl
     ratios = zone_cpu_ratios(memo.nodes)
     services = snap.index("Service")
     indexes: dict[str, LabelIndex] = {}
-    taken: dict[str, set[str]] = {}
+    taken: dict[str, _SliceNames] = {}
     ops: list[Op] = []
     orphans: list[Op] = []
     for key in sorted(dirty):
@@ -247,13 +247,34 @@ def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSl
             continue
         if ns not in indexes:
             indexes[ns] = LabelIndex(snap.list("Pod", ns))
-            taken[ns] = {name for (n, name) in snap.index("EndpointSlice") if n == ns}
+            taken[ns] = _SliceNames(snap, ns)
         ops += _reconcile(key, svc, indexes[ns], existing, nodes, ratios, max_endpoints_per_slice, taken[ns], memo)
     return ops + orphans
 
 
+class _SliceNames:
+    """The slice names taken in a namespace, read from the snapshot only when a name is needed (a
+    pass that creates no slice never scans them)."""
+
+    def __init__(self, snap: Snapshot, namespace: str) -> None:
+        self.snap, self.namespace = snap, namespace
+        self.names: set[str] | None = None
+
+    def _load(self) -> set[str]:
+        if self.names is None:
+            self.names = {name for (n, name) in self.snap.index("EndpointSlice") if n == self.namespace}
+        return self.names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
+
+    def add(self, name: str) -> None:
+        self._load().add(name)
+
+
 def _reconcile(key: NamespacedName, svc: dict, pods_index: LabelIndex | None, existing: list[dict],
-               nodes: dict[str, dict], ratios: dict[str, float] | None, max_per_slice: int, taken: set[str],
+               nodes: dict[str, dict], ratios: dict[str, float] | None, max_per_slice: int,
+               taken: set[str] | _SliceNames,
                memo: EndpointSliceMemo | None) -> list[Op]:  # fmt: skip
     """One Service (skipped when in sync with the same objects as before)."""
     spec = svc.get("spec") or {}
@@ -549,7 +570,7 @@ class _ServiceSync:
         nodes: dict[str, dict],
         ratios: dict[str, float] | None,
         max_per_slice: int,
-        taken: set[str],
+        taken: set[str] | _SliceNames,
     ) -> None:
         self.svc = svc
         self.nodes = nodes

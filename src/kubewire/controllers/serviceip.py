@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import copy
 
-from kubewire.controllers.types import Op, Snapshot
+from kubewire.controllers.types import Op, Since, Snapshot, key_of
 
 
-def reconcile_services(snap: Snapshot) -> list[Op]:
-    """Status writes for Services whose status is not what the API server would hold."""
+def reconcile_services(snap: Snapshot, since: Since | None = None) -> list[Op]:
+    """Status writes for Services whose status is not what the API server would hold. With a Since
+    (the control loop's), only the Services written since the last pass are looked at."""
+    changed = since.changed(snap) if since is not None else None
+    if changed is None:
+        services = snap.list("Service")
+    else:
+        services = [o for k in sorted(changed) if k[0] == "Service" and (o := snap.objects.get(k)) is not None]
     ops: list[Op] = []
-    for svc in snap.list("Service"):
+    for svc in services:
         status = svc.get("status") if isinstance(svc.get("status"), dict) else {}
         lb = status.get("loadBalancer")
         if "status" in svc and isinstance(lb, dict) and not (lb and (svc.get("spec") or {}).get("type") != "LoadBalancer"):
@@ -27,4 +33,6 @@ def reconcile_services(snap: Snapshot) -> list[Op]:
             want["loadBalancer"] = {}
         if want != svc.get("status"):
             ops.append(Op("status", {**svc, "status": want}))
+    if since is not None:
+        since.done(snap, (key_of(op.obj) for op in ops))
     return ops

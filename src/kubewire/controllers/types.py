@@ -98,15 +98,20 @@ class Snapshot:
             return list(ordered)
         return [o for o in ordered if (o["metadata"].get("namespace") or "") == namespace]
 
+    def changed_keys(self, since: Cursor | None) -> list[Key] | None:
+        """Keys of every object written or deleted since the snapshot `since` points at (in the
+        order written, repeats included), or None when this snapshot cannot tell (see changes)."""
+        cur = self.cursor
+        if since is None or cur is None or since.log is not cur.log or since.seq > cur.seq:
+            return None
+        return cur.log.between(since.seq, cur.seq)
+
     def changes(self, since: Cursor | None, kinds: Iterable[str]) -> dict[str, dict[NamespacedName, dict | None]] | None:
         """Objects of these kinds that changed since the snapshot `since` points at, per kind by
         (namespace, name); None (deleted) where gone. None when this snapshot cannot tell: no
         cursor, another cache's, or older than the log keeps. The objects given may be unchanged
         (written again with the same content): a reader still compares what it needs."""
-        cur = self.cursor
-        if since is None or cur is None or since.log is not cur.log or since.seq > cur.seq:
-            return None
-        keys = cur.log.between(since.seq, cur.seq)
+        keys = self.changed_keys(since)
         if keys is None:
             return None
         out: dict[str, dict[NamespacedName, dict | None]] = {k: {} for k in kinds}
@@ -115,6 +120,25 @@ class Snapshot:
             if by_name is not None:
                 by_name[(ns, name)] = self.index(kind).get((ns, name))
         return out
+
+
+@dataclass
+class Since:
+    """A controller's place in the snapshots' change log, kept by the control loop between passes,
+    so that a pass looks at what changed; and the keys its last pass wrote for, looked at again
+    until they settle (a write that was lost shows in no change log)."""
+
+    cursor: Cursor | None = None
+    pending: set[Key] = field(default_factory=set)
+
+    def changed(self, snap: Snapshot) -> set[Key] | None:
+        """The keys to look at in snap: changed since the last pass, and pending; None: all."""
+        keys = snap.changed_keys(self.cursor)
+        return None if keys is None else set(keys) | self.pending
+
+    def done(self, snap: Snapshot, pending: Iterable[Key]) -> None:
+        """The pass over snap is done; `pending`: the keys it wrote for."""
+        self.cursor, self.pending = snap.cursor, set(pending)
 
 
 class SnapshotCache:

@@ -17,13 +17,13 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kubewire.cluster.addressing import Topology, cluster_dns_ip, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
 from kubewire.controllers.endpointslice import EndpointSliceMemo
-from kubewire.controllers.types import Op, Snapshot
+from kubewire.controllers.types import Op, Since, Snapshot
 from kubewire.daemon import GC_THRESHOLDS
 from kubewire.daemon.dnsfeed import RecordsFeed
 from kubewire.daemon.lifecycle import node_cgroup
@@ -85,9 +85,18 @@ def edge_agents(ctx: EdgeContext) -> list:
     return make(ctx)
 
 
-def run_controllers(snap: Snapshot, rng: random.Random, in_sync: EndpointSliceMemo | None = None) -> list[Op]:
-    """One pass of every controller. `in_sync`: the EndpointSlice controller's memory of the
-    Services it found in sync (the loop keeps one; see EndpointSliceMemo)."""
+@dataclass
+class ControllerMemos:
+    """What the controllers remember between the loop's passes, so that a pass costs what changed
+    (each reads the snapshots' change log; see their memos)."""
+
+    endpointslices: EndpointSliceMemo = field(default_factory=EndpointSliceMemo)
+    services: Since = field(default_factory=Since)
+    garbage: lifecycle.GarbageMemo = field(default_factory=lifecycle.GarbageMemo)
+
+
+def run_controllers(snap: Snapshot, rng: random.Random, memos: ControllerMemos | None = None) -> list[Op]:
+    """One pass of every controller; with memos (the loop keeps them), over what changed."""
     from kubewire.controllers.deployment import reconcile_deployments
     from kubewire.controllers.endpointslice import reconcile_endpointslices
     from kubewire.controllers.replicaset import reconcile_replicasets
@@ -96,12 +105,12 @@ def run_controllers(snap: Snapshot, rng: random.Random, in_sync: EndpointSliceMe
 
     ops: list[Op] = []
     ops += lifecycle.finish_namespaces(snap)
-    ops += lifecycle.collect_garbage(snap)
+    ops += lifecycle.collect_garbage(snap, memos.garbage if memos else None)
     ops += reconcile_deployments(snap, rng)
     ops += reconcile_replicasets(snap, rng)
     ops += schedule(snap)
-    ops += reconcile_services(snap)
-    ops += reconcile_endpointslices(snap, memo=in_sync)
+    ops += reconcile_services(snap, memos.services if memos else None)
+    ops += reconcile_endpointslices(snap, memo=memos.endpointslices if memos else None)
     return ops
 
 
@@ -113,7 +122,7 @@ class Daemon:
         self.topo = plan_topology(self.cfg)
         self.store = Store(f"{self.dir}/state.db")
         self.rng = random.Random()
-        self.in_sync = EndpointSliceMemo()
+        self.memos = ControllerMemos()
         self.event = asyncio.Event()
         self.stopping = False
         dns = NODE_LOCAL_DNS_IP if self.cfg.node_local_dns else cluster_dns_ip(self.cfg)
@@ -142,7 +151,7 @@ class Daemon:
     def step(self) -> None:
         snap = self.store.snapshot()
         for _ in range(5):  # let controllers settle before the agents look
-            ops = run_controllers(snap, self.rng, self.in_sync)
+            ops = run_controllers(snap, self.rng, self.memos)
             if not ops:
                 break
             self.store.write(ops)
@@ -157,7 +166,7 @@ class Daemon:
             self.store.write(agent_ops)
             snap = self.store.snapshot()
             for _ in range(3):  # EndpointSlices follow readiness at once, not on the next change
-                ops = run_controllers(snap, self.rng, self.in_sync)
+                ops = run_controllers(snap, self.rng, self.memos)
                 if not ops:
                     break
                 self.store.write(ops)
