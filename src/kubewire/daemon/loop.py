@@ -171,6 +171,7 @@ class Daemon:
                     break
                 self.store.write(ops)
                 snap = self.store.snapshot()
+            self._sync_proxies(snap)  # the new endpoints in the rules before the rest of the step
         self.dns.sync(snap)
         edge_ops: list[Op] = []
         for ea in self.edge:
