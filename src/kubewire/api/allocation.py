@@ -14,7 +14,8 @@ from __future__ import annotations
 import copy
 import ipaddress
 import random
-from collections.abc import Iterable
+from collections.abc import Collection, Container, Iterable
+from typing import Generic, TypeVar
 
 from kubewire.api.errors import FieldError, GoValue, go_string_slice, invalid
 from kubewire.api.service import (
@@ -70,18 +71,19 @@ def _hosts(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int,
 
 def allocate_cluster_ip(
     service_cidr: str,
-    used: set[str],
+    used: Container[str],
     requested: str | None,
     rng: random.Random,
     *,
     cluster_ips: list[str] | None = None,
 ) -> str:
-    """An address of `service_cidr` not in `used`: `requested` if given and free, else a random one.
+    """An address of `service_cidr` not in `used` (canonical addresses, as service_allocations
+    gives them): `requested` if given and free, else a random one.
 
     Raises AllocationError worded as the API server's; `cluster_ips` is the Service's
     spec.clusterIPs, which upstream prints as the bad value (default: [requested])."""
     network = ipaddress.ip_network(service_cidr, strict=False)
-    taken = {str(ip) for ip in (parse_ip(u) for u in used) if ip is not None}
+    taken = used  # read only: parsing every address for every Service made applying 10k Services O(n²)
     first, last = _hosts(network)
     if requested:
         ip = parse_ip(requested)
@@ -135,7 +137,7 @@ class _Refused(Exception):
     wraps it into a field or internal error."""
 
 
-def _pick_port(used: set[int], requested: int | None, rng: random.Random, lo: int, hi: int) -> int:
+def _pick_port(used: Container[int], requested: int | None, rng: random.Random, lo: int, hi: int) -> int:
     if requested:
         if not lo <= requested <= hi:
             raise _Refused(f"provided port is not in the valid range. The range of valid ports is {lo}-{hi}")
@@ -161,7 +163,7 @@ def _pick_port(used: set[int], requested: int | None, rng: random.Random, lo: in
 
 
 def allocate_node_port(
-    used: set[int],
+    used: Container[int],
     requested: int | None,
     rng: random.Random,
     lo: int = NODE_PORT_RANGE[0],
@@ -209,7 +211,7 @@ def used_allocations(services: Iterable[dict]) -> tuple[set[str], set[int]]:
 
 
 def _allocate_cluster_ips(
-    svc: dict, old: dict | None, used: set[str], service_cidr: str, rng: random.Random
+    svc: dict, old: dict | None, used: _Taken[str], service_cidr: str, rng: random.Random
 ) -> None:
     """allocClusterIPs (create, or ExternalName -> another type); an update otherwise keeps what
     it has. A stored Service found without addresses is healed rather than left unroutable."""
@@ -238,7 +240,7 @@ def _allocate_cluster_ips(
     spec["clusterIP"] = want[0]
 
 
-def _allocate_node_ports_create(svc: dict, used: set[int], rng: random.Random, lo: int, hi: int) -> None:
+def _allocate_node_ports_create(svc: dict, used: _Taken[int], rng: random.Random, lo: int, hi: int) -> None:
     """initNodePorts: ports with the same port number share one node port, requested or not."""
     ports = ports_of(svc)
     by_port: dict[int, int] = {}
@@ -264,7 +266,7 @@ def _allocate_node_ports_create(svc: dict, used: set[int], rng: random.Random, l
 
 
 def _allocate_node_ports_update(
-    svc: dict, old: dict, used: set[int], rng: random.Random, lo: int, hi: int
+    svc: dict, old: dict, used: _Taken[int], rng: random.Random, lo: int, hi: int
 ) -> None:
     """updateNodePorts: ports the old Service held are kept; new ones are allocated."""
     old_ports = {p.get("nodePort") for p in ports_of(old) if p.get("nodePort")}
@@ -284,7 +286,7 @@ def _allocate_node_ports_update(
             port["nodePort"] = got
 
 
-def _allocate_health_check_port(svc: dict, used: set[int], rng: random.Random, lo: int, hi: int) -> None:
+def _allocate_health_check_port(svc: dict, used: _Taken[int], rng: random.Random, lo: int, hi: int) -> None:
     """allocHealthCheckNodePort, whose failures the API server reports as internal errors (the
     "0" is upstream's: it prints the variable the failed allocation left at zero)."""
     spec = svc["spec"]
@@ -299,11 +301,27 @@ def _allocate_health_check_port(svc: dict, used: set[int], rng: random.Random, l
     spec["healthCheckNodePort"] = got
 
 
+T = TypeVar("T")
+
+
+class _Taken(Generic[T]):
+    """What is taken: the caller's set, read only, and what this Service holds and allocates."""
+
+    def __init__(self, base: Collection[T], own: set[T]) -> None:
+        self.base, self.own = base, set(own)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.own or item in self.base
+
+    def add(self, item: T) -> None:
+        self.own.add(item)
+
+
 def prepare_service(
     svc: dict,
     old: dict | None,
-    used_ips: Iterable[str],
-    used_ports: Iterable[int],
+    used_ips: Collection[str],
+    used_ports: Collection[int],
     service_cidr: str,
     rng: random.Random,
     *,
@@ -314,7 +332,8 @@ def prepare_service(
     existing allocations are kept, new ones made, and fields a type change obsoletes dropped.
 
     `svc` must already be defaulted and validated (validate_and_default). `used_*` may include
-    `old`'s own allocations. Raises AllocationError."""
+    `old`'s own allocations; `used_ips` are canonical addresses (used_allocations). Raises
+    AllocationError."""
     out = copy.deepcopy(svc)
     if not isinstance(out.get("spec"), dict):
         out["spec"] = {}
@@ -331,8 +350,8 @@ def prepare_service(
     # The old Service's own allocations stay taken during the update (upstream releases them
     # only after it commits), so new allocations can never reuse them.
     own_ips, own_ports = service_allocations(old) if old is not None else (set(), set())
-    ips = {str(ip) for ip in (parse_ip(u) for u in used_ips) if ip is not None} | own_ips
-    ports = set(used_ports) | own_ports
+    ips = _Taken(used_ips, own_ips)  # not copies: 10k Services applied at once would copy 10k sets
+    ports = _Taken(used_ports, own_ports)
 
     _allocate_cluster_ips(out, old, ips, service_cidr, rng)
     if svc_type(out) in ("NodePort", "LoadBalancer"):

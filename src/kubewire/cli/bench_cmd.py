@@ -190,11 +190,11 @@ def bench_controllers(
     con = Console(width=160)
     res = run_bench([int(x) for x in services.split(",") if x], pods, flips, log=lambda m: con.print(f"[dim]{m}[/dim]"))
     t = Table(title=f"kubewire bench controllers ({pods} pods, {flips} readiness changes per count)")
-    for col in ("Services", "EndpointSlices", "EndpointSlice controller", "steady pass ms",
+    for col in ("Services", "apply s", "EndpointSlices", "controllers", "steady pass ms",
                 "readiness → EndpointSlice ms p50 / max", "passes"):
         t.add_column(col, justify="right")
     for r in res["rows"]:
-        t.add_row(str(r["services"]), str(r["slices"]), r["controllers"], f"{r['steady_pass_s'] * 1000:.1f}",
+        t.add_row(str(r["services"]), f"{r['apply_s']:.2f}", str(r["slices"]), r["controllers"], f"{r['steady_pass_s'] * 1000:.1f}",
                   f"{r['readiness_to_slice_ms']['p50']:.1f} / {r['readiness_to_slice_ms']['max']:.1f}", str(r["passes"]))
     con.print(t)
     write_results(con, out, {"machine": machine(), **res})
