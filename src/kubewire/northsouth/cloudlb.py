@@ -62,7 +62,8 @@ class CloudLB:
 
     # ---- the loop step ----------------------------------------------------------------------
     def sync(self, snap: Snapshot) -> list[Op]:
-        services = snap.list("Service")
+        # only LoadBalancer Services matter here (a pass over 10k Services per step was 0.1 s)
+        services = [s for s in snap.list("Service") if lb.is_load_balancer(s)]
         ips, problems = lb.allocate(services, self.pool)
         ops: list[Op] = []
         for s in services:

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from kubewire.controllers.types import Op, Snapshot
+from kubewire.controllers.types import Cursor, Op, Snapshot
 from kubewire.ingress import model, nginxconf
 from kubewire.ingress.certs import parse_tls_secret
 from kubewire.kernel import nginx
@@ -70,12 +70,19 @@ class IngressController:
         self.fingerprint = ""
         self.cfg: model.Config | None = None
         self.problems: set[str] = set()
+        self.cursor: Cursor | None = None
+        self.pod_names: list[str] = []
 
     def sync(self, snap: Snapshot) -> list[Op]:
         pods = controller_pods(snap)
         kinds = ("Ingress", "IngressClass", "Service", "EndpointSlice", "Secret")
-        fp = hashlib.sha1(json.dumps([[o["metadata"].get("resourceVersion") for o in snap.list(k)] for k in kinds]
-                                     + [[p["metadata"]["name"] for p in pods]]).encode()).hexdigest()
+        pod_names = [p["metadata"]["name"] for p in pods]
+        changes = snap.changes(self.cursor, kinds)
+        if changes is not None and not any(changes.values()) and pod_names == self.pod_names:
+            fp = self.fingerprint  # nothing it reads was written (fingerprinting 10k Services took 40 ms a step)
+        else:
+            fp = hashlib.sha1(json.dumps([[o["metadata"].get("resourceVersion") for o in snap.list(k)] for k in kinds]
+                                         + [pod_names]).encode()).hexdigest()
         ops: list[Op] = []
         if fp != self.fingerprint or self.cfg is None or self._default_expiring():
             self.cfg = model.build(snap.list("Ingress"), snap.list("IngressClass"), snap.list("Service"),
@@ -93,6 +100,7 @@ class IngressController:
         for pod in pods:
             self._reload_if_needed(pod)
         ops += self._publish(snap, self.cfg)
+        self.cursor, self.pod_names = snap.cursor, pod_names  # only once all of it went through
         return ops
 
     # ---- files and reloads -------------------------------------------------------------------
