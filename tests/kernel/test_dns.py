@@ -226,7 +226,9 @@ def dig(c: Cluster, name: str, qtype: str, pod: str, ns: str = NS) -> tuple[str,
 
 
 def query_log(c: Cluster, client_pod: str | None, prefix: str, pattern: str = "coredns-*.jsonl") -> list[dict]:
-    """The queries a pod sent for names starting with `prefix`, from every matching JSON log, in time order."""
+    """The queries a pod sent for names starting with `prefix`, from every matching JSON log, in the order
+    they were asked: by arrival (a log line's ts is when the reply went out; a forwarded question
+    answered slowly would otherwise sort after the questions the client asked next)."""
     entries = []
     for path in Path(f"/run/kubewire/{c.name}/dns").glob(pattern):
         for line in path.read_text().splitlines():
@@ -236,7 +238,7 @@ def query_log(c: Cluster, client_pod: str | None, prefix: str, pattern: str = "c
                 continue  # a line still being written
             if (client_pod is None or e["client_pod"] == client_pod) and e["name"].startswith(prefix):
                 entries.append(e)
-    return sorted(entries, key=lambda e: e["ts"])
+    return sorted(entries, key=lambda e: e["ts"] - e["duration_ms"] / 1000)
 
 
 def settled_log(c: Cluster, client_pod: str, prefix: str, last: str, types: tuple[str, ...]) -> list[dict]:
@@ -695,7 +697,7 @@ def test_nodelocal_cache_hit_on_second_lookup(nodelocal_cluster: Cluster) -> Non
     def local_log() -> list[dict] | None:
         entries = [e for prefix in (svc, "nosuch.default.") for e in query_log(c, None, prefix, pattern)
                    if e["client"].startswith(client_ip + ":")]
-        return sorted(entries, key=lambda e: e["ts"]) if len(entries) == 4 else None
+        return sorted(entries, key=lambda e: e["ts"] - e["duration_ms"] / 1000) if len(entries) == 4 else None
 
     log = c.wait("4 queries in the node-local log", local_log, timeout=5, interval=0.05)
     assert [(e["name"], e["cache_hit"]) for e in log] == [
