@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
+
 from kubewire.controllers.lifecycle import GarbageMemo, collect_garbage
 from kubewire.controllers.serviceip import reconcile_services
 from kubewire.controllers.types import Since, SnapshotCache, key_of
@@ -78,3 +80,29 @@ def test_service_status_since_matches_a_full_pass() -> None:
         upserts += [svc(rng.randint(0, 12)) for _ in range(rng.randint(0, 2))]
         snap = cache.apply(upserts, [("Service", "ns", f"s{rng.randint(0, 12)}")] if rng.random() < 0.1 else [])
     assert reconcile_services(snap, since) == reconcile_services(snap)
+
+
+def test_garbage_memo_after_a_pass_that_stopped_midway(monkeypatch) -> None:  # noqa: ANN001
+    """A pass that raises after taking in the changes leaves the memo to be rebuilt: the owner
+    deleted in that step still has its dependent collected by the next pass."""
+    from kubewire.controllers import lifecycle
+
+    cache, memo = SnapshotCache(), GarbageMemo()
+    owner = {"kind": "Owner", "metadata": {"name": "o", "namespace": "ns", "uid": "u-o"}}
+    dep = {"kind": "Dependent", "metadata": {"name": "d", "namespace": "ns", "uid": "u-d",
+                                             "ownerReferences": [{"kind": "Owner", "name": "o", "uid": "u-o"}]}}  # fmt: skip
+    snap = cache.apply([owner, dep], ())
+    assert collect_garbage(snap, memo) == []
+    snap = cache.apply([], [("Owner", "ns", "o")])
+    real = lifecycle._orphaned
+
+    def boom(obj: dict, uids: object) -> bool:
+        raise RuntimeError("a malformed object")
+
+    monkeypatch.setattr(lifecycle, "_orphaned", boom)
+    with pytest.raises(RuntimeError):
+        collect_garbage(snap, memo)
+    monkeypatch.setattr(lifecycle, "_orphaned", real)
+    snap = cache.apply([], ())
+    assert [op.obj["metadata"]["name"] for op in collect_garbage(snap, memo)] == ["d"] == [
+        op.obj["metadata"]["name"] for op in collect_garbage(snap)]

@@ -48,5 +48,9 @@ def test_records_rewritten_only_when_names_can_change(tmp_path: Path) -> None:
     snap = cache.apply([es], ())
     assert feed.sync(snap)
     assert json.loads(path.read_text())["endpointslices"][0]["endpoints"][0]["conditions"]["ready"] is False
+    es = copy.deepcopy(es)  # the slice now answers for another Service
+    es["metadata"]["labels"]["kubernetes.io/service-name"] = "api"
+    assert feed.sync(cache.apply([es], ()))
+    assert json.loads(path.read_text())["endpointslices"][0]["metadata"]["labels"]["kubernetes.io/service-name"] == "api"
     snap = cache.apply([], [("Pod", "default", "web-1")])  # a pod gone: its name goes
     assert feed.sync(snap) and json.loads(path.read_text())["pods"] == []

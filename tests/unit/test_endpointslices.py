@@ -656,3 +656,23 @@ def test_in_sync_memo_changes_nothing(monkeypatch) -> None:  # noqa: ANN001
     assert reconcile_endpointslices(snap, memo=memo) == [] and reconciled == []
     with_selector = [s["metadata"]["name"] for s in snap.list("Service") if s["spec"].get("selector") is not None]
     assert reconcile_endpointslices(snap) == [] and sorted(reconciled) == sorted(with_selector)  # without: all
+
+
+def test_in_sync_memo_retries_lost_deletes_of_a_full_pass() -> None:
+    """A Service deleted in the same step as a node change (a full pass): its slices' deletes are
+    lost; the next pass, with nothing new in the log, deletes them again, as a pass without memo."""
+    from kubewire.controllers.endpointslice import EndpointSliceMemo
+    from kubewire.controllers.types import SnapshotCache
+
+    cache, memo = SnapshotCache(), EndpointSliceMemo()
+    objs = [*two_zones(), service("web"), pod("p1", "10.244.1.2", "n1")]
+    snap = cache.apply(copy.deepcopy(objs), ())
+    snap = cache.apply(*_store_writes(reconcile_endpointslices(snap, memo=memo), 100))
+    assert reconcile_endpointslices(snap, memo=memo) == [] and slices(snap)
+    n1 = copy.deepcopy(snap.get("Node", "", "n1"))
+    n1["metadata"]["labels"]["rack"] = "r1"
+    snap = cache.apply([n1], [("Service", NS, "web")])
+    ops = reconcile_endpointslices(snap, memo=memo)
+    assert [op.verb for op in ops] == ["delete"] and ops == reconcile_endpointslices(snap)
+    snap = cache.apply([], [])  # the deletes were lost
+    assert reconcile_endpointslices(snap, memo=memo) == reconcile_endpointslices(snap) == ops

@@ -98,3 +98,20 @@ def test_maps_first_sync_in_parts() -> None:
         assert "first sync" in str(e)
     else:
         raise AssertionError("sync_in_parts on maps already filled")
+
+
+def test_load_in_parts_only_into_empty_maps(monkeypatch) -> None:  # noqa: ANN001
+    """A first sync that failed after the maps took in EndpointSlices (but no Service): a later
+    large first load goes the ordinary way, not part by part (which needs empty maps)."""
+    from kubewire.kubeproxy import nftables as agent_module
+    from kubewire.proxy.nftables import nft_params
+
+    plan = NodePlan(name="node", index=0, zone="z", zone_index=0, region="r", netns="kw-x-node", ip="172.18.0.2",
+                    gateway="172.18.0.1", pod_cidr="10.244.1.0/24", bridge_ip="10.244.1.1", fabric_port="x")  # fmt: skip
+    agent = NftProxyAgent(plan, "10.244.0.0/16", "10.96.0.0/12", layout="flat")
+    agent.maps.update([], [o for o in objects(1) if o["kind"] == "EndpointSlice"])
+    assert agent.maps.service_count == 0 and not agent.maps.empty
+    monkeypatch.setattr(agent_module.nft, "tables", lambda *a: set())  # no root here: no table of ours
+    params = nft_params(agent.config, "node", ["172.18.0.2"], {}, "IPv4", (), ["10.96.0.0/12"])
+    snap = Snapshot.of(objects(agent_module.LOAD_IN_PARTS_AT))
+    assert agent._load_in_parts(snap, params) is False

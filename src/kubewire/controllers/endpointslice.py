@@ -204,6 +204,8 @@ def _full_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSlice
     for key, slices in sorted(managed.items()):
         if key not in services:
             ops += [Op("delete", es) for es in slices]
+            if memo is not None:
+                memo.pending.add(key)  # until they are gone (a lost delete shows in no change log)
     return ops
 
 

@@ -55,6 +55,7 @@ def collect_garbage(snap: Snapshot, memo: GarbageMemo | None = None) -> list[Op]
         uids = {o["metadata"].get("uid") for o in snap.objects.values()}
         return [Op("delete", o) for _, o in sorted(snap.objects.items()) if _orphaned(o, uids)]
     changed = memo.changed(snap)
+    memo.cursor = None  # a pass that stops midway leaves the memo half-updated: the next one rebuilds it
     if changed is None:
         memo.rebuild(snap)
         candidates: Iterable[Key] = list(memo.dependents)

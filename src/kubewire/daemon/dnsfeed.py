@@ -35,6 +35,7 @@ def records_doc(snap: Snapshot, domain: str, ttl: int) -> dict:
 
 
 _KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # which Service a slice's endpoints answer for
 
 
 def _view(kind: str, obj: dict) -> object:
@@ -43,7 +44,7 @@ def _view(kind: str, obj: dict) -> object:
     if kind == "Service":
         return obj.get("spec")
     if kind == "EndpointSlice":
-        return (obj.get("endpoints"), obj.get("ports"))
+        return (obj.get("endpoints"), obj.get("ports"), m.get("labels", {}).get(SERVICE_NAME_LABEL))
     if kind == "Pod":
         status, spec = obj.get("status", {}), obj.get("spec", {})
         return (status.get("podIP"), status.get("phase"), m.get("deletionTimestamp"), spec.get("hostname"),
@@ -89,7 +90,8 @@ class RecordsFeed:
         doc = records_doc(snap, self.domain, self.ttl)
         # resourceVersions change on every status write; the names they carry do not
         digest = hashlib.sha1(json.dumps([doc["namespaces"], [(s["metadata"]["namespace"], s["metadata"]["name"], s.get("spec")) for s in doc["services"]],
-                                          [(e["metadata"]["namespace"], e["metadata"]["name"], e.get("endpoints"), e.get("ports")) for e in doc["endpointslices"]],
+                                          [(e["metadata"]["namespace"], e["metadata"]["name"], e.get("endpoints"), e.get("ports"),
+                                           e["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL)) for e in doc["endpointslices"]],
                                           doc["pods"], doc["local_ips"]], sort_keys=True).encode()).hexdigest()
         if digest != self.digest:
             text = json.dumps(doc, sort_keys=True, separators=(",", ":"))

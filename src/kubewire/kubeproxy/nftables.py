@@ -353,7 +353,7 @@ class NftProxyAgent(ProxyAgent):
         """A large first load of the flat layout on a node that no table of ours serves yet goes
         part by part (NftSyncer.load_flat), parsing overlapping nft; False: not that case."""
         services = len(snap.index("Service"))
-        if (services < LOAD_IN_PARTS_AT or self.maps.service_count or self._layout_for(services) != "flat"
+        if (services < LOAD_IN_PARTS_AT or not self.maps.empty or self._layout_for(services) != "flat"
                 or nft.tables(self.node.netns, params.ipx) & {TABLE, FLAT_TABLE}):  # fmt: skip
             return False
         if self.syncer.layout != "flat":

@@ -693,7 +693,7 @@ class ProxyMaps:
         the last): yields the Services each step added, once the maps hold them, so that a caller
         can plan and apply one part while the next is parsed. At the end the maps are as after
         sync(snap); a sync that stops early leaves them to start over (the next sync reads all)."""
-        if self._svc_version or self._slice_version:
+        if not self.empty:
             raise RuntimeError("ProxyMaps.sync_in_parts is for a first sync (the maps must be empty)")
         self._cursor = None
         services, slices = snap.index("Service"), snap.index("EndpointSlice")
@@ -715,6 +715,11 @@ class ProxyMaps:
                                                slice_parts[i])  # fmt: skip
             yield changed
         self._cursor = snap.cursor
+
+    @property
+    def empty(self) -> bool:
+        """Nothing given yet (sync_in_parts is for these maps only)."""
+        return not self._svc_version and not self._slice_version
 
     @property
     def service_count(self) -> int:
