@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from typing import Any
+
+import pytest
 
 from kubewire.controllers.endpointslice import (
     CONTROLLER_NAME,
@@ -676,3 +679,120 @@ def test_in_sync_memo_retries_lost_deletes_of_a_full_pass() -> None:
     assert [op.verb for op in ops] == ["delete"] and ops == reconcile_endpointslices(snap)
     snap = cache.apply([], [])  # the deletes were lost
     assert reconcile_endpointslices(snap, memo=memo) == reconcile_endpointslices(snap) == ops
+
+
+def _random_service(rng, name: str, ns: str, uid: str):  # noqa: ANN001, ANN202
+    apps = ["web", "api", "db"]
+    s = service(name, annotations=rng.choice([None, {"service.kubernetes.io/topology-mode": "Auto"}]),
+                clusterIP=f"10.96.{ns == 'b'}.{apps.index(name) + 1}")  # fmt: skip
+    s["metadata"].update(namespace=ns, uid=uid)
+    selector = rng.choice([{"app": rng.choice(apps)}, {"app": rng.choice(apps), "tier": "x"}, {}, None])
+    if selector is None:
+        del s["spec"]["selector"]
+    else:
+        s["spec"]["selector"] = selector
+    if rng.random() < 0.1:
+        s["spec"] = {"type": "ExternalName", "externalName": "x.example", "selector": {"app": "web"}}
+    return s
+
+
+def _random_pod(rng, name: str, ns: str, i: int):  # noqa: ANN001, ANN202
+    p = pod(name, f"10.244.{ns == 'b'}.{i % 250 + 2}", rng.choice(["n1", "n2", "n3"]), ready=rng.random() < 0.7,
+            labels={"app": rng.choice(["web", "api", "db"]), "tier": rng.choice(["x", "y"])})  # fmt: skip
+    p["metadata"]["namespace"] = ns
+    return p
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_in_sync_memo_random_mixes(seed: int, monkeypatch) -> None:  # noqa: ANN001
+    """Memo path == full path through mixes of changes in two namespaces: select-all and two-label
+    selectors, ExternalName, pods re-created with new uids, slices relabelled to another, no or an
+    unmanaged owner, managed slices made by users for Services that never existed, node zone and
+    slice size changes, lost writes, and passes that raise midway."""
+    import random
+
+    from kubewire.controllers import endpointslice as es_module
+    from kubewire.controllers.endpointslice import CONTROLLER_NAME, EndpointSliceMemo
+    from kubewire.controllers.types import SnapshotCache
+
+    rng = random.Random(seed)
+    apps, namespaces = ["web", "api", "db"], ["a", "b"]
+    cache, memo = SnapshotCache(), EndpointSliceMemo()
+    objs = [node("n1", "zone-a"), node("n2", "zone-b"), node("n3", "zone-b")]
+    for ns in namespaces:
+        objs += [_random_service(rng, a, ns, f"uid-svc-{ns}-{a}-0") for a in apps]
+        objs += [_random_pod(rng, f"p{i}", ns, i) for i in range(8)]
+    snap = cache.apply(copy.deepcopy(objs), ())
+    gen, size = 0, 3
+    real_run = es_module._ServiceSync.run
+    for step in range(150):
+        if rng.random() < 0.03:
+            size = rng.choice([2, 3, 100])
+        if rng.random() < 0.03:  # a pass that raises at its second Service
+            def run_then_fail(self, pods, existing, calls=[]):  # noqa: ANN001, ANN202, B006 (its own count)
+                calls.append(1)
+                if len(calls) == 2:
+                    raise RuntimeError("stopped midway")
+                return real_run(self, pods, existing)
+
+            monkeypatch.setattr(es_module._ServiceSync, "run", run_then_fail)
+            with contextlib.suppress(RuntimeError):
+                reconcile_endpointslices(snap, size, memo=memo)
+            monkeypatch.setattr(es_module._ServiceSync, "run", real_run)
+        ops = reconcile_endpointslices(snap, size, memo=memo)
+        assert ops == reconcile_endpointslices(snap, size), f"seed {seed} step {step}"
+        upserts, deletes = _store_writes(ops, 1000 + 10 * step)
+        if ops and rng.random() < 0.15:
+            upserts, deletes = [], []
+        for _ in range(rng.choice([0, 1, 1, 2, 3])):
+            what, ns = rng.random(), rng.choice(namespaces)
+            pods_now, slices_now = snap.list("Pod", ns), snap.list("EndpointSlice")
+            gen += 1
+            if what < 0.25 and pods_now:
+                p = copy.deepcopy(rng.choice(pods_now))
+                c = p["status"]["conditions"][0]
+                c["status"] = "False" if c["status"] == "True" else "True"
+                upserts.append(p)
+            elif what < 0.4 and pods_now:
+                p = copy.deepcopy(rng.choice(pods_now))
+                p["metadata"]["labels"] = rng.choice([{"app": rng.choice(apps)}, {"app": "web", "tier": "x"}, {}])
+                upserts.append(p)
+            elif what < 0.45 and pods_now:
+                deletes.append(key_of(rng.choice(pods_now)))
+            elif what < 0.5 and pods_now:  # deleted and made again: a new uid
+                p = copy.deepcopy(rng.choice(pods_now))
+                p["metadata"].update(uid=f"uid-pod-{gen}", labels={"app": rng.choice(apps)})
+                upserts.append(p)
+            elif what < 0.56:
+                upserts.append(_random_pod(rng, f"q{gen}", ns, gen))
+            elif what < 0.64:
+                upserts.append(_random_service(rng, rng.choice(apps), ns, f"uid-svc-{ns}-{gen}"))
+            elif what < 0.68 and snap.list("Service", ns):
+                deletes.append(key_of(rng.choice(snap.list("Service", ns))))
+            elif what < 0.73 and slices_now:
+                deletes.append(key_of(rng.choice(slices_now)))
+            elif what < 0.8 and slices_now:
+                es = copy.deepcopy(rng.choice(slices_now))
+                labels, r = es["metadata"]["labels"], rng.random()
+                if r < 0.4:
+                    labels["kubernetes.io/service-name"] = rng.choice([*apps, "ghost"])
+                elif r < 0.7:
+                    labels["endpointslice.kubernetes.io/managed-by"] = rng.choice(["someone", CONTROLLER_NAME])
+                else:
+                    labels.pop("kubernetes.io/service-name", None)
+                upserts.append(es)
+            elif what < 0.85:  # a managed slice made by a user, maybe for a Service that never was
+                target = rng.choice([*apps, "ghost"])
+                upserts.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                                "metadata": {"name": f"{target}-user{gen}", "namespace": ns, "uid": f"u{gen}",
+                                             "labels": {"kubernetes.io/service-name": target,
+                                                        "endpointslice.kubernetes.io/managed-by": CONTROLLER_NAME}},
+                                "endpoints": [], "ports": []})  # fmt: skip
+            elif what < 0.9:
+                n = copy.deepcopy(rng.choice(snap.list("Node")))
+                n["metadata"]["labels"]["topology.kubernetes.io/zone"] = rng.choice(["zone-a", "zone-b", "zone-c"])
+                upserts.append(n)
+        last = {key_of(u): u for u in upserts}  # one write per key, the last; a delete wins
+        for k in deletes:
+            last.pop(k, None)
+        snap = cache.apply(list(last.values()), deletes)
