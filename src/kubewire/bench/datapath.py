@@ -318,7 +318,7 @@ def run_variant_count(variant: str, n: int, ctx: dict, samples: int, connections
     base = [ctx["probe_svc"], *ctx["probe_slices"], ctx["node_obj"]]
     # reset the node (untimed), so each first sync starts from a small table: the probe Service
     # alone; in nftables mode no table at all (a node kube-proxy has not written to yet: the flat
-    # layout loads in parallel parts only there, see kubeproxy/nftables.py)
+    # layout loads part by part only there, see kubeproxy/nftables.py)
     if variant.startswith("nftables"):
         from kubewire.kubeproxy.nftables import delete_table
         from kubewire.proxy.nftables.flat import FLAT_TABLE

@@ -184,7 +184,7 @@ def bench_controllers(
     out: str = typer.Option("bench-results/controllers.json", "--out"),
 ) -> None:
     """The control loop's controllers as Services grow: a steady pass, and a pod's readiness change
-    to its EndpointSlice; with the EndpointSlice controller's in-sync memo and without. No root."""
+    to its EndpointSlice; with the controllers' memos (as the loop keeps them) and without. No root."""
     from kubewire.bench.controllers import run_bench
 
     con = Console(width=160)
