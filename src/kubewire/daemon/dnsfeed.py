@@ -3,26 +3,33 @@ written atomically whenever a name could have changed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 from kubewire.controllers.types import Cursor, Snapshot
 
 
-def records_doc(snap: Snapshot, domain: str, ttl: int) -> dict:
-    def pod_view(p: dict) -> dict:
-        spec = p.get("spec", {})
-        meta = {"name": p["metadata"]["name"], "namespace": p["metadata"].get("namespace", "")}
-        if p["metadata"].get("deletionTimestamp"):  # `pods verified` stops answering for a terminating pod
-            meta["deletionTimestamp"] = p["metadata"]["deletionTimestamp"]
-        return {"metadata": meta,
-                "spec": {k: spec[k] for k in ("hostname", "subdomain") if k in spec},
-                "status": {"podIP": p.get("status", {}).get("podIP", ""), "phase": p.get("status", {}).get("phase", "")}}
+def _pod_view(p: dict) -> dict:
+    """What the records keep of a pod (one with an IP)."""
+    spec = p.get("spec", {})
+    meta = {"name": p["metadata"]["name"], "namespace": p["metadata"].get("namespace", "")}
+    if p["metadata"].get("deletionTimestamp"):  # `pods verified` stops answering for a terminating pod
+        meta["deletionTimestamp"] = p["metadata"]["deletionTimestamp"]
+    return {"metadata": meta,
+            "spec": {k: spec[k] for k in ("hostname", "subdomain") if k in spec},
+            "status": {"podIP": p.get("status", {}).get("podIP", ""), "phase": p.get("status", {}).get("phase", "")}}
 
-    pods = [pod_view(p) for p in snap.list("Pod") if p.get("status", {}).get("podIP")]
-    dns_ips = [p["status"]["podIP"] for p in snap.list("Pod", "kube-system")
-               if p["metadata"].get("labels", {}).get("k8s-app") == "kube-dns" and p.get("status", {}).get("podIP")]
+
+def _is_local_dns(p: dict) -> bool:
+    """A pod of the cluster DNS service itself (its address is one of the servers' own)."""
+    m = p["metadata"]
+    return ((m.get("namespace") or "") == "kube-system" and m.get("labels", {}).get("k8s-app") == "kube-dns"
+            and bool(p.get("status", {}).get("podIP")))
+
+
+def records_doc(snap: Snapshot, domain: str, ttl: int) -> dict:
+    pods = [_pod_view(p) for p in snap.list("Pod") if p.get("status", {}).get("podIP")]
+    dns_ips = [p["status"]["podIP"] for p in snap.list("Pod", "kube-system") if _is_local_dns(p)]
     return {
         "domain": domain,
         "ttl": ttl,
@@ -36,69 +43,64 @@ def records_doc(snap: Snapshot, domain: str, ttl: int) -> dict:
 
 _KINDS = ("Namespace", "Service", "EndpointSlice", "Pod")
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # which Service a slice's endpoints answer for
+_NOT_IN_RECORDS = object()
 
 
 def _view(kind: str, obj: dict) -> object:
-    """What of an object the records depend on (what the digest below covers)."""
+    """What of an object the answers depend on; resourceVersions and status writes are not names
+    (_NOT_IN_RECORDS: a pod without an IP, which the records leave out)."""
     m = obj["metadata"]
     if kind == "Service":
         return obj.get("spec")
     if kind == "EndpointSlice":
         return (obj.get("endpoints"), obj.get("ports"), m.get("labels", {}).get(SERVICE_NAME_LABEL))
     if kind == "Pod":
-        status, spec = obj.get("status", {}), obj.get("spec", {})
-        return (status.get("podIP"), status.get("phase"), m.get("deletionTimestamp"), spec.get("hostname"),
-                spec.get("subdomain"), m.get("labels", {}).get("k8s-app"))
+        if not obj.get("status", {}).get("podIP"):
+            return _NOT_IN_RECORDS
+        return (_pod_view(obj), _is_local_dns(obj))
     return m["name"]
 
 
 class RecordsFeed:
-    """The records file, rewritten when a name could have changed. A step in which nothing the
-    records depend on changed (the snapshot's change log, and each changed object's view: a pod's
-    readiness, a status write) costs a look at what changed, not serialising every Service and
-    EndpointSlice (0.3 s at 10k Services)."""
+    """The records file, rewritten when a name could have changed: when the view (_view) of an
+    object changed. With the snapshot's change log only the objects written since are looked at,
+    so a step in which nothing the records depend on changed (a pod's readiness, a status write)
+    costs a look at those, not serialising every Service and EndpointSlice (0.3 s at 10k
+    Services)."""
 
     def __init__(self, path: str, domain: str, ttl: int) -> None:
         self.path, self.domain, self.ttl = path, domain, ttl
-        self.digest = ""
+        self.views: dict[tuple[str, str, str], object] = {}  # of the objects in the file
+        self.written = False  # the file holds self.views
         self.cursor: Cursor | None = None
-        self.views: dict[tuple[str, str, str], object] = {}
-
-    def _unchanged(self, snap: Snapshot) -> bool:
-        changes = snap.changes(self.cursor, _KINDS) if self.digest else None
-        if changes is None:
-            self.views = {(k, ns, n): _view(k, o) for k in _KINDS for (ns, n), o in snap.index(k).items()}
-            return False
-        same = True
-        for kind, objs in changes.items():
-            for (ns, name), obj in objs.items():
-                key = (kind, ns, name)
-                view = _view(kind, obj) if obj is not None else None
-                if self.views.get(key) != view:
-                    same = False
-                if obj is None:
-                    self.views.pop(key, None)
-                else:
-                    self.views[key] = view
-        return same
 
     def sync(self, snap: Snapshot) -> bool:
-        if self._unchanged(snap):
-            self.cursor = snap.cursor
-            return False
-        self.cursor = None  # until written
-        doc = records_doc(snap, self.domain, self.ttl)
-        # resourceVersions change on every status write; the names they carry do not
-        digest = hashlib.sha1(json.dumps([doc["namespaces"], [(s["metadata"]["namespace"], s["metadata"]["name"], s.get("spec")) for s in doc["services"]],
-                                          [(e["metadata"]["namespace"], e["metadata"]["name"], e.get("endpoints"), e.get("ports"),
-                                           e["metadata"].get("labels", {}).get(SERVICE_NAME_LABEL)) for e in doc["endpointslices"]],
-                                          doc["pods"], doc["local_ips"]], sort_keys=True).encode()).hexdigest()
-        if digest != self.digest:
-            text = json.dumps(doc, sort_keys=True, separators=(",", ":"))
+        changes = snap.changes(self.cursor, _KINDS) if self.written else None
+        if changes is None:
+            views = {(k, ns, n): v for k in _KINDS for (ns, n), o in snap.index(k).items()
+                     if (v := _view(k, o)) is not _NOT_IN_RECORDS}  # fmt: skip
+            changed = not self.written or views != self.views
+            self.views = views
+        else:
+            changed = False
+            for kind, objs in changes.items():
+                for (ns, name), obj in objs.items():
+                    key = (kind, ns, name)
+                    view = _view(kind, obj) if obj is not None else _NOT_IN_RECORDS
+                    if self.views.get(key, _NOT_IN_RECORDS) != view:
+                        changed = True
+                    if view is _NOT_IN_RECORDS:
+                        self.views.pop(key, None)
+                    else:
+                        self.views[key] = view
+        if changed:
+            self.written = False  # until it is
+            text = json.dumps(records_doc(snap, self.domain, self.ttl), sort_keys=True, separators=(",", ":"))
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 f.write(text)
             os.replace(tmp, self.path)
-        changed, self.digest, self.cursor = digest != self.digest, digest, snap.cursor
+            self.written = True
+        self.cursor = snap.cursor
         return changed
