@@ -24,8 +24,8 @@ class GarbageMemo(Since):
 
     def rebuild(self, snap: Snapshot) -> None:
         self.uid_of, self.uids, self.dependents = {}, Counter(), {}
-        for key in snap.objects:
-            self.add(key, snap.objects[key])
+        for key, obj in snap.objects.items():
+            self.add(key, obj)
 
     def add(self, key: Key, obj: dict) -> None:
         m = obj["metadata"]

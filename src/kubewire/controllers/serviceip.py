@@ -26,13 +26,11 @@ def reconcile_services(snap: Snapshot, since: Since | None = None) -> list[Op]:
     for svc in services:
         status = svc.get("status") if isinstance(svc.get("status"), dict) else {}
         lb = status.get("loadBalancer")
-        if "status" in svc and isinstance(lb, dict) and not (lb and (svc.get("spec") or {}).get("type") != "LoadBalancer"):
-            continue  # as it should be (the usual case: no copy to compare)
+        if isinstance(lb, dict) and not (lb and (svc.get("spec") or {}).get("type") != "LoadBalancer"):
+            continue  # as the API server holds it (a dict status with a loadBalancer entry)
         want = copy.deepcopy(status)
-        if not isinstance(lb, dict) or ((svc.get("spec") or {}).get("type") != "LoadBalancer" and lb):
-            want["loadBalancer"] = {}
-        if want != svc.get("status"):
-            ops.append(Op("status", {**svc, "status": want}))
+        want["loadBalancer"] = {}
+        ops.append(Op("status", {**svc, "status": want}))
     if since is not None:
         since.done(snap, (key_of(op.obj) for op in ops))
     return ops
