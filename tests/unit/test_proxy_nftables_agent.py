@@ -114,4 +114,4 @@ def test_load_in_parts_only_into_empty_maps(monkeypatch) -> None:  # noqa: ANN00
     monkeypatch.setattr(agent_module.nft, "tables", lambda *a: set())  # no root here: no table of ours
     params = nft_params(agent.config, "node", ["172.18.0.2"], {}, "IPv4", (), ["10.96.0.0/12"])
     snap = Snapshot.of(objects(agent_module.LOAD_IN_PARTS_AT))
-    assert agent._load_in_parts(snap, params) is False
+    assert agent._load_in_parts(snap, params) is None

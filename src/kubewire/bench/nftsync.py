@@ -37,7 +37,6 @@ from kubewire.kernel.run import in_netns, run
 from kubewire.kubeproxy.nftables import (
     CHUNK,
     LOAD_IN_PARTS_AT,
-    LOAD_PART,
     NftSyncer,
     SyncResult,
     delete_table,
@@ -99,8 +98,7 @@ def measure_layout(netns: str, n: int, layout: str, chunk: int) -> dict:
         # as NftProxyAgent loads an empty node: part by part, parsing overlapping nft
         snap = cache.apply(services + slices, ())
         t0 = time.perf_counter()
-        r = syncer.load_flat(maps.sync_in_parts(snap, -(-n // LOAD_PART)), maps.service_map, maps.endpoints_map,
-                             params, maps.ports_by_service)  # fmt: skip
+        r = syncer.load_flat(maps, snap, params)
         out["initial"] = round(time.perf_counter() - t0, 3)
         out["initial_apply"] = round(r.apply_seconds, 3)  # waiting for nft, parsing and planning overlapped
         out["initial_operations"] = r.operations

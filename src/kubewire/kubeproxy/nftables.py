@@ -68,7 +68,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan
@@ -78,6 +78,7 @@ from kubewire.kernel.run import CommandError
 from kubewire.kubeproxy.agent import ProxyAgent
 from kubewire.proxy.model import (
     Endpoint,
+    ProxyMaps,
     ServicePort,
     ServicePortName,
 )
@@ -211,17 +212,10 @@ class NftSyncer:
         return SyncResult(kind if len(tx) else "none", t2 - t0, t2 - t1, 1 if len(tx) else 0, len(tx),
                           state.written)  # fmt: skip
 
-    def load_flat(
-        self,
-        parts: Iterable[set[NamespacedName]],
-        service_map: Mapping[ServicePortName, ServicePort],
-        endpoints_map: Mapping[ServicePortName, Sequence[Endpoint]],
-        params: NftParams,
-        ports_of: Mapping[NamespacedName, Sequence[ServicePortName]] | None = None,
-    ) -> SyncResult:
+    def load_flat(self, maps: ProxyMaps, snap: Snapshot, params: NftParams) -> SyncResult:
         """The flat layout's first load, part by part, for a node that no table of ours serves
-        yet. `parts` fills the maps as it is taken (ProxyMaps.sync_in_parts) and names the
-        Services each part added; each part is planned as plan_flat plans a sync (the first
+        yet: empty `maps` take in the snapshot in parts of LOAD_PART Services
+        (ProxyMaps.sync_in_parts); each part is planned as plan_flat plans a sync (the first
         makes the table) and applied in its own transaction while the next part is parsed and
         planned (kernel.nft.apply_in_order). Not atomic as a whole: each Service appears,
         complete, when its part commits. So a restarted agent, whose table serves, replaces it
@@ -232,11 +226,14 @@ class NftSyncer:
         state: FlatState | None = None
         operations = 0
 
+        service_map, endpoints_map = maps.service_map, maps.endpoints_map
+        parts = maps.sync_in_parts(snap, -(-len(snap.index("Service")) // LOAD_PART))
+
         def payloads() -> Iterator[str]:
             nonlocal state, operations
             for changed in parts:
                 tx, state = plan_flat(service_map, endpoints_map, params, state, None if state is None else changed,
-                                      self.pod_cidrs, ports_of)  # fmt: skip
+                                      self.pod_cidrs, maps.ports_by_service)  # fmt: skip
                 operations += len(tx)
                 yield tx.text()
 
@@ -318,8 +315,9 @@ class NftProxyAgent(ProxyAgent):
         params = nft_params(self.config, self.node.name, [self.node.ip], labels, "IPv4", (), cidrs)
         first = not self.syncer.synced
         try:
-            if first and self._load_in_parts(snap, params):
-                result = self.last_result
+            loaded = self._load_in_parts(snap, params) if first else None
+            if loaded is not None:
+                result = loaded
                 ports: set = set()  # nothing was there before: no stale conntrack entries
                 old_svcs: dict = {}
                 old_eps: dict = {}
@@ -349,18 +347,16 @@ class NftProxyAgent(ProxyAgent):
         self.last_duration = time.perf_counter() - t0
         return True
 
-    def _load_in_parts(self, snap: Snapshot, params: NftParams) -> bool:
+    def _load_in_parts(self, snap: Snapshot, params: NftParams) -> SyncResult | None:
         """A large first load of the flat layout on a node that no table of ours serves yet goes
-        part by part (NftSyncer.load_flat), parsing overlapping nft; False: not that case."""
+        part by part (NftSyncer.load_flat), parsing overlapping nft; None: not that case."""
         services = len(snap.index("Service"))
         if (services < LOAD_IN_PARTS_AT or not self.maps.empty or self._layout_for(services) != "flat"
                 or nft.tables(self.node.netns, params.ipx) & {TABLE, FLAT_TABLE}):  # fmt: skip
-            return False
+            return None
         if self.syncer.layout != "flat":
             self.syncer = NftSyncer(self.node.netns, self.syncer.chunk, "flat", self.syncer.pod_cidrs)
-        self.last_result = self.syncer.load_flat(self.maps.sync_in_parts(snap, -(-services // LOAD_PART)), self.maps.service_map,
-                                                 self.maps.endpoints_map, params, self.maps.ports_by_service)  # fmt: skip
-        return True
+        return self.syncer.load_flat(self.maps, snap, params)
 
     def _stale_pending(self) -> bool:
         """Stale chains wait for a later sync to be deleted."""
