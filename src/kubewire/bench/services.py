@@ -12,12 +12,17 @@ into the maps and every service port rendered, then iptables-save of what is the
 flushing iptables-restore. Partial, one endpoint leaving one Service: finding the changed slice
 among all objects, rendering its service port (the others come from the render cache), the
 trimmed payload; then `iptables-restore --noflush`.
+
+Beside them, the same two payloads restored with iptables-legacy-restore into a scratch namespace
+of the cluster's (one per count, empty at first like the node's): the other iptables backend
+upstream's kube-proxy can run on, measured on the same text in the same run.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 import statistics
 import sys
 import time
@@ -25,11 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kubewire.api.loader import Document
+from kubewire.cluster.addressing import netns_prefix
 from kubewire.cluster.config import ClusterConfig, NodeConfig
 from kubewire.daemon import lifecycle
+from kubewire.kernel import ip as kip
 from kubewire.kernel import netfilter
 from kubewire.kernel.nsswitch import write_sysctls
-from kubewire.kernel.run import run_in_pod
+from kubewire.kernel.run import CommandError, run_in_pod
 from kubewire.proxy.iptables.render import RenderCache, node_params, plan_full, replace_tables, trim_unchanged
 from kubewire.proxy.model import SERVICE_NAME_LABEL, KubeProxyConfig, ProxyMaps
 from kubewire.store.apply import apply_documents
@@ -57,6 +64,8 @@ class Row:
     direct_first_byte_p50_us: float
     direct_first_byte_p99_us: float
     overhead_connect_p50_us: float
+    legacy_restore_full_s: float | None = None  # the same payloads, iptables-legacy-restore
+    legacy_restore_partial_s: float | None = None
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -115,6 +124,29 @@ def apply_probe_pair(h: lifecycle.Handle, cfg: ClusterConfig) -> None:
     ns_doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "zzzz"}}
     docs = [Document("<bench>", 0, ns_doc)] + [Document("<bench>", i + 1, d) for i, d in enumerate(yaml.safe_load_all(text))]
     apply_documents(h.store, docs, service_cidr=cfg.service_subnet)
+
+
+def legacy_restores(netns: str, full: str, partial: str, log=print) -> tuple[float | None, float | None]:  # noqa: ANN001
+    """Seconds for iptables-legacy-restore of the full payload into an empty namespace, then of
+    the partial one on top; None for both where the host has no iptables-legacy."""
+    kip.batch([f"netns add {netns}"])
+    try:
+        names = sorted(set(re.findall(r"--nfacct-name (\S+)", full)))
+        if names and not netfilter.nfacct_ensure(netns, names):
+            full = re.sub(r" -m nfacct --nfacct-name \S+", "", full)
+            partial = re.sub(r" -m nfacct --nfacct-name \S+", "", partial)
+        t0 = time.perf_counter()
+        try:
+            netfilter.restore(netns, full, noflush=False, legacy=True)
+        except CommandError as e:
+            log(f"  iptables-legacy-restore: {e}: legacy column left empty")
+            return None, None
+        t1 = time.perf_counter()
+        netfilter.restore(netns, partial, legacy=True)
+        t2 = time.perf_counter()
+        return round(t1 - t0, 3), round(t2 - t1, 3)
+    finally:
+        kip.delete_netns([netns])
 
 
 def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN001
@@ -188,6 +220,8 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
             t4 = time.perf_counter()
             netfilter.restore(node.netns, partial)
             t5 = time.perf_counter()
+            legacy_full, legacy_partial = legacy_restores(
+                f"{netns_prefix(name)}legacy", replace_tables(saved, payload), partial, log)
             res = run_in_pod(client_pid, [sys.executable, str(PROBE), str(samples), vip, direct], net_only=True,
                              timeout=600)
             data = json.loads(res.stdout)["samples"]
@@ -199,6 +233,7 @@ def run_bench(counts: list[int], samples: int, log=print) -> dict:  # noqa: ANN0
                 pct(d["connect"], 50), pct(d["connect"], 90), pct(d["connect"], 99),
                 pct(d["first_byte"], 50), pct(d["first_byte"], 99),
                 round(statistics.median(v["connect"]) - statistics.median(d["connect"]), 1),
+                legacy_full, legacy_partial,
             ))
     finally:
         lifecycle.down(name)

@@ -84,7 +84,8 @@ def bench_services(
     t = Table(title=f"kubewire bench services (iptables mode, {samples} new connections per target)")
     for col in ("Services", "nat rules", "full sync s (render+restore)", "partial sync s (render+restore)",
                 "ClusterIP connect p50/p90/p99 µs", "pod IP connect p50/p90/p99 µs", "overhead p50 µs",
-                "ClusterIP 1st byte p50/p99 µs", "pod IP 1st byte p50/p99 µs", "upstream iptables p50 µs"):
+                "ClusterIP 1st byte p50/p99 µs", "pod IP 1st byte p50/p99 µs", "upstream iptables p50 µs",
+                "iptables-legacy restore s full/partial"):
         t.add_column(col, justify="right")
     for r in res["rows"]:
         up = res["upstream_iptables_first_packet_p50_ms"].get(r["services"])
@@ -95,7 +96,9 @@ def bench_services(
                   f"{r['overhead_connect_p50_us']:.0f}",
                   f"{r['vip_first_byte_p50_us']:.0f}/{r['vip_first_byte_p99_us']:.0f}",
                   f"{r['direct_first_byte_p50_us']:.0f}/{r['direct_first_byte_p99_us']:.0f}",
-                  f"{up * 1000:.0f}" if up else "")
+                  f"{up * 1000:.0f}" if up else "",
+                  "" if r["legacy_restore_full_s"] is None
+                  else f"{r['legacy_restore_full_s']:.3f}/{r['legacy_restore_partial_s']:.3f}")
     con.print(t)
     write_results(con, out, {"machine": machine(), **res})
 

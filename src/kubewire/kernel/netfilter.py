@@ -5,10 +5,13 @@ from __future__ import annotations
 from kubewire.kernel.run import in_netns, run
 
 
-def restore(netns: str, payload: str, noflush: bool = True, timeout: float = 300) -> None:
-    """Atomic per table, as kube-proxy applies it; without noflush the tables named are replaced."""
+def restore(netns: str, payload: str, noflush: bool = True, timeout: float = 300, legacy: bool = False) -> None:
+    """Atomic per table, as kube-proxy applies it; without noflush the tables named are replaced.
+    legacy: iptables-legacy-restore (x_tables, one table blob per commit) instead of the host's
+    default, iptables-nft."""
     flags = ["--noflush", "--counters"] if noflush else []
-    run(in_netns(netns, ["iptables-restore", *flags, "-w", "5"]), stdin=payload, timeout=timeout)
+    tool = "iptables-legacy-restore" if legacy else "iptables-restore"
+    run(in_netns(netns, [tool, *flags, "-w", "5"]), stdin=payload, timeout=timeout)
 
 
 def save(netns: str, table: str | None = None) -> str:
