@@ -38,6 +38,7 @@ from kubewire.proxy.iptables import (
 from kubewire.proxy.iptables.render import node_params
 from kubewire.proxy.model import (
     KubeProxyConfig,
+    ProxyMaps,
     ServicePortName,
     build_endpoints_map,
     build_service_map,
@@ -1676,6 +1677,30 @@ def test_headless_and_external_name_services_are_skipped() -> None:
         {"kind": "ConfigMap", "metadata": {"name": "x"}},
     ]
     assert build_service_map(services) == {}
+
+
+def test_services_and_slices_kube_proxy_does_not_watch_get_no_rules() -> None:
+    """kube-proxy lists Services and EndpointSlices with the selector
+    !service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless: a Service handed to
+    another proxy, or a slice carrying either label, is as if it did not exist."""
+    plain = svc("ns", "plain", clusterIP="172.30.0.41", ports=[port("p", 80)])
+    other = svc("ns", "other", clusterIP="172.30.0.42", ports=[port("p", 80)])
+    other["metadata"]["labels"] = {"service.kubernetes.io/service-proxy-name": "cilium"}
+    labelled_slice = eps("ns", "plain", [ep("10.180.0.1")], [port("p", 80)], num=2)
+    labelled_slice["metadata"]["labels"]["service.kubernetes.io/headless"] = ""
+    slices = [eps("ns", "plain", [ep("10.180.0.2")], [port("p", 80)]), eps("ns", "other", [ep("10.180.0.3")], [port("p", 80)])]
+    expected = render_upstream([plain], slices[:1])
+    assert render_upstream([plain, other], slices + [labelled_slice]) == expected
+    assert "172.30.0.42" not in expected and "10.180.0.1" not in expected and "10.180.0.2" in expected
+    # a Service that gains the label leaves the maps of a running kube-proxy, and comes back without it
+    maps = ProxyMaps(TEST_NODE)
+    maps.update([plain, other], slices)
+    assert ServicePortName("ns", "other", "p", "TCP") not in maps.service_map
+    relabelled = {**plain, "metadata": {**plain["metadata"], "resourceVersion": "2", "labels": other["metadata"]["labels"]}}
+    changed, _, _ = maps.update([relabelled, other], slices)
+    assert changed == {("ns", "plain")} and maps.service_map == {}
+    changed, _, _ = maps.update([plain, other], slices)
+    assert changed == {("ns", "plain")} and list(maps.service_map) == [ServicePortName("ns", "plain", "p", "TCP")]
 
 
 def test_service_defaults_and_family_filtering() -> None:

@@ -22,6 +22,17 @@ from kubewire.controllers.types import Cursor, Snapshot
 IPFamily = Literal["IPv4", "IPv6"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# kube-proxy's informers list neither Services nor EndpointSlices carrying these labels: one
+# that names another proxy, and the slices of headless Services (cmd/kube-proxy, its selector
+# "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless").
+SERVICE_PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+
+
+def seen_by_kube_proxy(meta: Mapping[str, Any]) -> bool:
+    """Whether kube-proxy's label selector lets an object with this metadata through."""
+    labels = meta.get("labels")
+    return not (labels.__class__ is dict and labels and (SERVICE_PROXY_NAME_LABEL in labels or HEADLESS_LABEL in labels))
 ZONE_LABEL = "topology.kubernetes.io/zone"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # API server default for sessionAffinityConfig.clientIP.timeoutSeconds
 
@@ -269,7 +280,8 @@ def build_service_map(
 ) -> dict[ServicePortName, ServicePort]:
     """Upstream's ServicePortMap for one IP family: every proxied port of every Service.
 
-    Non-Service documents are ignored. A later Service with the same namespace/name replaces an
+    Non-Service documents are ignored, and Services kube-proxy does not watch (seen_by_kube_proxy).
+    A later Service with the same namespace/name replaces an
     earlier one, as the informer cache would.
     """
     by_name: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -282,6 +294,8 @@ def build_service_map(
         by_name[(meta.get("namespace") or "default", str(meta.get("name")))] = obj
     out: dict[ServicePortName, ServicePort] = {}
     for obj in by_name.values():
+        if not seen_by_kube_proxy(_as_dict(obj.get("metadata"))):
+            continue
         for sp in service_ports(obj, ip_family):
             out[sp.key] = sp
     return out
@@ -370,8 +384,8 @@ def build_endpoints_map(
 ) -> dict[ServicePortName, list[Endpoint]]:
     """Upstream's EndpointsMap for one IP family: endpoints per service port, sorted by "ip:port".
 
-    Skipped as upstream skips them: slices of another address type or without the
-    kubernetes.io/service-name label, ports without a number, endpoints without addresses.
+    Skipped as upstream skips them: slices of another address type, without the
+    kubernetes.io/service-name label or not watched (seen_by_kube_proxy), ports without a number, endpoints without addresses.
     Duplicates across slices collapse to one, preferring a non-terminating copy.
     """
     by_key: dict[tuple[str, str], Mapping[str, Any]] = {}
@@ -389,6 +403,8 @@ def build_endpoints_map(
         if obj.get("addressType") != ip_family:
             continue
         meta = _as_dict(obj.get("metadata"))
+        if not seen_by_kube_proxy(meta):
+            continue
         service_name = _as_dict(meta.get("labels")).get(SERVICE_NAME_LABEL)
         if not isinstance(service_name, str) or not service_name or not slice_name:
             continue
