@@ -29,6 +29,7 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import Iterable, Mapping
 
 from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Snapshot
@@ -44,8 +45,7 @@ from kubewire.proxy.iptables.render import (
     replace_tables,
     trim_unchanged,
 )
-from kubewire.proxy.model import KubeProxyConfig, ProxyMaps
-from kubewire.proxy.topology import categorize_endpoints
+from kubewire.proxy.model import Endpoint, KubeProxyConfig, ProxyMaps, ServicePort, ServicePortName
 
 
 class ProxyAgent:
@@ -65,7 +65,6 @@ class ProxyAgent:
         self.health: dict[int, tuple[str, str, int]] = {}  # healthCheckNodePort -> (ns, name, local endpoints)
         self.servers: dict[int, asyncio.base_events.Server] = {}
         self._health_svcs: set = set()  # service ports with a health-check NodePort
-        self._health_labels: dict | None = None
         self.maps = ProxyMaps(node.name, "IPv4", self.config.prefer_same_traffic_distribution)
         self.render_cache = RenderCache()
         self.synced_once = False
@@ -133,13 +132,13 @@ class ProxyAgent:
         for args in stale_filters(old_svcs, old_eps, new_svcs, new_eps):
             netfilter.conntrack_delete(self.node.netns, args)
         self.services, self.endpoints = svc_map, eps_map
-        self._health_ports(labels, None if full else ports | old_svcs.keys())
+        self._health_ports(None if full else ports | old_svcs.keys())
 
     # ---- health checks ---------------------------------------------------------------------
-    def _health_ports(self, labels: dict, changed: set | None = None) -> None:
+    def _health_ports(self, changed: set | None = None) -> None:
         """`changed`: the service ports that changed (None: all may have); only Services with a
         health-check NodePort are looked at again, not every Service."""
-        if changed is None or labels != self._health_labels:
+        if changed is None:
             self._health_svcs = {k for k, s in self.services.items() if getattr(s, "health_check_node_port", 0)}
         else:
             for k in changed:
@@ -147,18 +146,7 @@ class ProxyAgent:
                     self._health_svcs.add(k)
                 else:
                     self._health_svcs.discard(k)
-        self._health_labels = labels
-        want: dict[int, tuple[str, str, int]] = {}
-        for name in self._health_svcs:
-            svc = self.services[name]
-            port = svc.health_check_node_port
-            eps = self.endpoints.get(name, [])
-            local = categorize_endpoints(eps, svc, self.node.name, labels).local
-            n = len({e.ip for e in local if e.ready})
-            ns, nm = name.namespace, name.name
-            prev = want.get(port)
-            want[port] = (ns, nm, max(n, prev[2]) if prev else n)
-        self.health = want
+        want = self.health = health_answers(self.services, self.endpoints, self._health_svcs)
         loop = asyncio.get_event_loop()
         for port in [p for p in self.servers if p not in want and p != 10256]:
             server = self.servers.pop(port)
@@ -210,6 +198,22 @@ class ProxyAgent:
             pass
         finally:
             writer.close()
+
+
+def health_answers(
+    services: Mapping[ServicePortName, ServicePort], endpoints: Mapping[ServicePortName, list[Endpoint]],
+    with_health_port: Iterable[ServicePortName],
+) -> dict[int, tuple[str, str, int]]:
+    """healthCheckNodePort -> (namespace, name, local endpoints), the count as upstream's
+    LocalReadyEndpoints: the distinct IPs of the Service's ready endpoints on this node over all its
+    ports (10.0.0.1:80 and 10.0.0.1:443 are one), whatever topology would pick."""
+    out: dict[int, tuple[str, str, int]] = {}
+    ips: dict[int, set[str]] = {}
+    for name in with_health_port:
+        port = services[name].health_check_node_port
+        out[port] = (name.namespace, name.name, 0)
+        ips.setdefault(port, set()).update(e.ip for e in endpoints.get(name, ()) if e.is_local and e.ready)
+    return {port: (ns, nm, len(ips[port])) for port, (ns, nm, _) in out.items()}
 
 
 def _health_body(namespace: str, name: str, local: int) -> str:
