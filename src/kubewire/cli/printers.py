@@ -112,23 +112,41 @@ def _ports(svc: dict) -> str:
     return ",".join(out) or "<none>"
 
 
-def _external_ip(svc: dict) -> str:
+def _external_ip(svc: dict, wide: bool = False) -> str:
+    """kubectl's getServiceExternalIP: a LoadBalancer's ingress IPs (sorted, cut to 16 characters
+    unless wide) before its externalIPs; ClusterIP and NodePort show externalIPs only."""
     spec = svc.get("spec", {})
-    if spec.get("type") == "ExternalName":
+    kind = spec.get("type") or "ClusterIP"
+    external = list(spec.get("externalIPs") or [])
+    if kind in ("ClusterIP", "NodePort"):
+        return ",".join(external) or "<none>"
+    if kind == "ExternalName":
         return spec.get("externalName", "")
-    ips = list(spec.get("externalIPs") or [])
-    ips += [i.get("ip") or i.get("hostname") for i in svc.get("status", {}).get("loadBalancer", {}).get("ingress", []) or []]
-    if ips:
-        return ",".join(ips)
-    return "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
+    if kind != "LoadBalancer":
+        return "<unknown>"
+    ingress = (svc.get("status") or {}).get("loadBalancer", {}).get("ingress") or []
+    lb = ",".join(sorted({i.get("ip") or i.get("hostname") for i in ingress if i.get("ip") or i.get("hostname")}))
+    if not wide and len(lb) > 16:
+        lb = lb[:13] + "..."
+    return ",".join(([lb] if lb else []) + external) or "<pending>"
+
+
+def _listed(items: list[str]) -> str:
+    """kubectl's listWithMoreString: the first three, then how many more."""
+    shown = ",".join(items[:3])
+    return shown + (f" + {len(items) - 3} more..." if len(items) > 3 else "")
+
+
+def _slice_ports(s: dict) -> str:
+    ports = s.get("ports") or []
+    if not ports:
+        return "<unset>"
+    return _listed([str(p["port"]) if p.get("port") is not None else p.get("name") or "*" for p in ports])
 
 
 def _slice_endpoints(s: dict) -> str:
     addrs = [a for e in s.get("endpoints") or [] for a in e.get("addresses", [])]
-    if not addrs:
-        return "<unset>"
-    shown = ",".join(addrs[:3])
-    return shown + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+    return _listed(addrs) if addrs else "<unset>"
 
 
 def _ingress_hosts(o: dict) -> str:
@@ -187,7 +205,7 @@ COLUMNS: dict[str, list[Column]] = {
                      ("PARAMETERS", lambda o: "<none>"),
                      ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
     "EndpointSlice": [("NAME", lambda o: o["metadata"]["name"]), ("ADDRESSTYPE", lambda o: o.get("addressType", "")),
-                      ("PORTS", lambda o: ",".join(str(p.get("port")) for p in o.get("ports") or []) or "<unset>"),
+                      ("PORTS", _slice_ports),
                       ("ENDPOINTS", _slice_endpoints), ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
 }
 
@@ -215,6 +233,8 @@ def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool 
     cols = list(COLUMNS.get(kind, [("NAME", lambda o: o["metadata"]["name"]),
                                    ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))]))
     if wide:
+        if kind == "Service":  # kubectl cuts a LoadBalancer's ingress list only when not wide
+            cols = [(h, (lambda o: _external_ip(o, wide=True)) if h == "EXTERNAL-IP" else f) for h, f in cols]
         cols += WIDE.get(kind, [])
     if namespaced_all:
         cols.insert(0, ("NAMESPACE", lambda o: o["metadata"].get("namespace", "")))
