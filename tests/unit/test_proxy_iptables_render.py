@@ -1903,6 +1903,38 @@ def test_cli_render(tmp_path) -> None:
     assert result.stdout == expected and "--random-fully" not in expected and "nfacct" not in expected
 
 
+def test_cli_render_several_files_node_ips_and_local_detection_from_yaml(tmp_path) -> None:
+    """`-f a.yaml b.yaml` (as the shell expands `-f dir/*.yaml`), several --node-ip matched against
+    nodePortAddresses, and detectLocalMode / detectLocal read from the KubeProxyConfiguration."""
+    import yaml
+
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(svc("shop", "web", type="NodePort", clusterIP="10.96.0.20",
+                                                        ports=[{"name": "http", "port": 80, "nodePort": 30080}])))  # fmt: skip
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(eps("shop", "web", [ep("10.244.1.5", "n1")], [port("http", 8080)])))
+
+    def render(config: str, *args: str) -> list[str]:
+        (tmp_path / "kp.yaml").write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                                          "clusterCIDR: 10.244.0.0/16\n" + config)  # fmt: skip
+        result = _cli("render", "--node", "n1", "--config", str(tmp_path / "kp.yaml"), *args,
+                      "-f", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return result.stdout.splitlines()
+
+    lines = render("detectLocalMode: BridgeInterface\ndetectLocal: {bridgeInterface: cni0}\nnodePortAddresses: [172.18.0.0/16]\n",
+                   "--node-ip", "172.18.1.2", "--node-ip", "172.18.2.2", "--node-ip", "192.168.0.9")  # fmt: skip
+    assert "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -d 172.18.1.2 -j KUBE-NODEPORTS" in lines
+    assert sum("-j KUBE-NODEPORTS" in line for line in lines) == 2 and not any("192.168.0.9" in line for line in lines)
+    masq = [line for line in lines if line.startswith("-A KUBE-SVC-") and "KUBE-MARK-MASQ" in line]
+    assert len(masq) == 1 and masq[0].endswith("--dport 80 ! -i cni0 -j KUBE-MARK-MASQ")  # the endpoint and the NodePort rules come from both files
+    assert any("DNAT --to-destination 10.244.1.5:8080" in line for line in lines)
+    masq = [line for line in render("detectLocalMode: NodeCIDR\n", "--node-ip", "172.18.1.2", "--pod-cidr", "10.244.1.0/24")
+            if line.startswith("-A KUBE-SVC-") and "KUBE-MARK-MASQ" in line]  # fmt: skip
+    assert len(masq) == 1 and masq[0].endswith("--dport 80 ! -s 10.244.1.0/24 -j KUBE-MARK-MASQ")
+    masq = [line for line in render("detectLocalMode: InterfaceNamePrefix\ndetectLocal: {interfaceNamePrefix: veth}\n",
+                                    "--node-ip", "172.18.1.2") if line.startswith("-A KUBE-SVC-") and "KUBE-MARK-MASQ" in line]  # fmt: skip
+    assert len(masq) == 1 and masq[0].endswith("--dport 80 ! -i veth+ -j KUBE-MARK-MASQ")
+
+
 def test_cli_other_modes() -> None:
     # --mode nftables is tested in test_proxy_nftables_render.py; unknown modes are refused.
     result = _cli("render", "--mode", "nftables", "--node", NODE, "-f", "-", input="")

@@ -90,6 +90,10 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 @proxy_app.command("render")
 def render(
     files: list[str] = typer.Option(..., "-f", "--filename", help="Manifests: file, directory or - (stdin)."),
+    more_files: list[str] | None = typer.Argument(
+        None, metavar="[FILE]...", show_default=False,
+        help="More manifests after -f's (so `-f a.yaml b.yaml` and `-f dir/*.yaml` work).",
+    ),
     node: str = typer.Option(..., "--node", help="Name of the node kube-proxy runs on."),
     node_ips: list[str] = typer.Option(
         [], "--node-ip", help="The node's IPs (repeatable; first of a family is primary)."
@@ -131,7 +135,7 @@ def render(
     if ip_family not in ("IPv4", "IPv6"):
         raise _die(f"unknown --ip-family {ip_family!r} (IPv4 | IPv6)", 2)
 
-    objects = load_objects(files)
+    objects = load_objects(list(files) + list(more_files or []))
     config_docs = objects["KubeProxyConfiguration"]
     if config_file is not None:
         config_docs = [
