@@ -91,7 +91,7 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 def render(
     files: list[str] = typer.Option(..., "-f", "--filename", help="Manifests: file, directory or - (stdin)."),
     more_files: list[str] | None = typer.Argument(
-        None, metavar="[FILE]...", show_default=False,
+        None, metavar="FILE", show_default=False,
         help="More manifests after -f's (so `-f a.yaml b.yaml` and `-f dir/*.yaml` work).",
     ),
     node: str = typer.Option(..., "--node", help="Name of the node kube-proxy runs on."),
