@@ -573,6 +573,26 @@ spec:
     assert state() == before
 
 
+def test_cli_mistakes_are_answered_as_kubectl_answers_them(env: Env, tmp_path: Path) -> None:
+    """--name after the subcommand; an explicit -n that contradicts the manifest; deleting what is
+    not there with --ignore-not-found; an unknown table for `rules`: clear answers, nothing changed."""
+    c = env.c
+    p = subprocess.run([*KW, "get", "services", "pair", "--name", c.name, "-o", "name"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "service/pair", p.stderr
+    manifest = tmp_path / "cm.yaml"
+    manifest.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: elsewhere, namespace: default}\n")
+    p = c.kw("apply", "-n", "kube-system", "-f", str(manifest), check=False)
+    assert p.returncode == 1 and f"{manifest}: document 0: the namespace from the provided object \"default\" does not match " \
+        "the namespace \"kube-system\". You must pass '--namespace=default'" in p.stderr, p.stderr
+    assert c.kw("get", "configmap", "elsewhere", "-n", "default", check=False).returncode == 1
+    assert c.kw("get", "configmap", "elsewhere", "-n", "kube-system", check=False).returncode == 1
+    assert c.kw("delete", "service", "no-such-service", "--ignore-not-found").stderr == ""
+    p = c.kw("delete", "service", "no-such-service", check=False)
+    assert p.returncode == 1 and p.stderr.strip() == 'Error from server (NotFound): services "no-such-service" not found'
+    p = c.kw("rules", "--node", env.nodes[0], "-t", "bogus", check=False)
+    assert p.returncode == 1 and p.stderr.startswith('error: table "bogus" does not exist') and "Traceback" not in p.stderr
+
+
 # Last in the module: its pod terminates for a few seconds after the test.
 # A server that keeps serving through its grace period (it ignores SIGTERM), as a server with a
 # preStop delay does: the pod stays Ready (its readiness probe still passes) while it terminates.

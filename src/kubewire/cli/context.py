@@ -20,7 +20,7 @@ state = State()
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
-    err_console.print(msg if msg.startswith("error") else f"error: {msg}", markup=False)
+    err_console.print(msg if msg.lower().startswith("error") else f"error: {msg}", markup=False)
     sys.exit(code)
 
 

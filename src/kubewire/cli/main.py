@@ -82,9 +82,11 @@ def delete(
     force: bool = typer.Option(False, "--force"),
     all_: bool = typer.Option(False, "--all"),
     wait: bool = typer.Option(True, "--wait/--no-wait"),
+    ignore_not_found: bool = typer.Option(False, "--ignore-not-found", help="An object already gone is not an error."),
 ) -> None:
     """Delete objects named by manifests or by TYPE NAME..."""
-    objcmd.delete(args or [], files, namespace, 0 if force and grace_period is None else grace_period, all_, wait)
+    objcmd.delete(args or [], files, namespace, 0 if force and grace_period is None else grace_period, all_, wait,
+                  ignore_not_found)
 
 
 @app.command()
@@ -250,6 +252,9 @@ def rules(node: str = typer.Option(..., "--node", help="Node name."),
     from kubewire.kernel.netfilter import save
 
     need_root()
+    tables = ("filter", "nat", "mangle", "raw", "security")
+    if table is not None and table not in (*tables, "kube-proxy"):
+        fail(f'table "{table}" does not exist (iptables: {", ".join(tables)}; nftables mode: kube-proxy)')
     h = handle()
     n = node_of(h, node)
     if h.cfg.proxy_mode == "nftables" and table in (None, "kube-proxy"):
@@ -288,9 +293,24 @@ except ImportError:
     pass
 
 
+def global_flags_first(argv: list[str]) -> list[str]:
+    """--name NAME anywhere before a `--` (kubectl takes its global flags anywhere: `kubewire up
+    --name x` as `kubewire --name x up`)."""
+    head, rest, i = [], [], 0
+    end = argv.index("--") if "--" in argv else len(argv)
+    while i < end:
+        if argv[i] == "--name" and i + 1 < end:
+            head += argv[i:i + 2]
+            i += 2
+            continue
+        (head if argv[i].startswith("--name=") else rest).append(argv[i])
+        i += 1
+    return head + rest + argv[end:]
+
+
 def main() -> None:
     try:
-        app()
+        app(args=global_flags_first(sys.argv[1:]))
     except ManifestError as e:
         fail(str(e))
     except ManifestPathError as e:

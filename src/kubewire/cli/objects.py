@@ -9,7 +9,7 @@ import sys
 import time
 
 from kubewire.api.errors import ManifestError
-from kubewire.api.kinds import KindInfo, resolve_resource
+from kubewire.api.kinds import KindInfo, lookup_kind, resolve_resource
 from kubewire.api.loader import load_paths
 from kubewire.cli.context import fail, out_console, state
 from kubewire.cli.printers import as_list, dump, table
@@ -40,7 +40,14 @@ def _resolve(word: str) -> KindInfo:
     try:
         return resolve_resource(word)
     except (KeyError, ValueError, LookupError) as e:
-        fail(str(e).strip("'\""))
+        fail(str(e.args[0]) if e.args else str(e))  # (a KeyError's str() adds quotes)
+
+
+def _namespaced(obj: dict) -> bool:
+    try:
+        return lookup_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", ""))).namespaced
+    except (KeyError, ValueError, LookupError):
+        return True  # unknown kinds: apply names the error
 
 
 def _ns(namespace: str | None) -> str:
@@ -52,6 +59,12 @@ def apply(files: list[str], namespace: str | None) -> None:
     docs = load_paths(files, sys.stdin)
     if not docs:
         fail("no objects passed to apply")
+    if namespace:  # kubectl: an explicit -n must agree with the manifests' own namespaces
+        for d in docs:
+            own = (d.obj.get("metadata") or {}).get("namespace") if isinstance(d.obj.get("metadata"), dict) else None
+            if own and own != namespace and _namespaced(d.obj):
+                fail(f'{d.source}: document {d.index}: the namespace from the provided object "{own}" does not match '
+                     f"the namespace \"{namespace}\". You must pass '--namespace={own}' to perform this operation.")
     res = apply_documents(h.store, docs, _ns(namespace), h.cfg.service_subnet)
     for r in res:
         info = _resolve(r.obj["kind"])
@@ -183,7 +196,8 @@ def describe(args: list[str], namespace: str | None) -> None:
             print()
 
 
-def delete(args: list[str], files: list[str], namespace: str | None, grace: int | None, all_: bool, wait: bool) -> None:
+def delete(args: list[str], files: list[str], namespace: str | None, grace: int | None, all_: bool, wait: bool,
+           ignore_not_found: bool = False) -> None:
     h = handle()
     keys: list[tuple[str, str, str]] = []
     if files:
@@ -207,7 +221,7 @@ def delete(args: list[str], files: list[str], namespace: str | None, grace: int 
         word = _kindword(_resolve(r.kind))
         if r.found:
             print(f'{word} "{r.name}" deleted' + (f' from {r.namespace} namespace' if r.namespace and r.kind != "Namespace" else ""))
-        else:
+        elif not ignore_not_found:
             missing = True
             print(f'Error from server (NotFound): {_resolve(r.kind).plural} "{r.name}" not found', file=sys.stderr)
     if wait:
