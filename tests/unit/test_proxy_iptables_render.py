@@ -1935,6 +1935,24 @@ def test_cli_render_several_files_node_ips_and_local_detection_from_yaml(tmp_pat
     assert len(masq) == 1 and masq[0].endswith("--dport 80 ! -i veth+ -j KUBE-MARK-MASQ")
 
 
+def test_cli_render_names_bad_input_and_services_without_a_cluster_ip(tmp_path) -> None:
+    """Input is read as `kubewire apply` reads it: broken YAML, a document that is not a manifest, a
+    missing file are errors naming file, document and line; a hand-written Service without a
+    clusterIP renders nothing (as kube-proxy would) and says so on stderr."""
+    (tmp_path / "broken.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a\nspec: {}\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "no-ip.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"
+                                         "spec: {ports: [{port: 80}]}\n")  # fmt: skip
+    for name, message in [("broken.yaml", "document 0: yaml: line 4: did not find expected ',' or '}'"),
+                          ("list.yaml", "document 0: a manifest must be a mapping with apiVersion and kind, not a list"),
+                          ("missing.yaml", "does not exist")]:  # fmt: skip
+        result = _cli("render", "--node", NODE, "-f", str(tmp_path / name))
+        assert result.exit_code == 1 and message in result.output and result.stdout.count("*nat") == 0, result.output
+    result = _cli("render", "--node", NODE, "-f", str(tmp_path / "no-ip.yaml"))
+    assert result.exit_code == 0 and "KUBE-SVC-" not in result.stdout
+    assert "no-ip.yaml: document 0: Service shop/web has no spec.clusterIP" in result.output
+
+
 def test_cli_other_modes() -> None:
     # --mode nftables is tested in test_proxy_nftables_render.py; unknown modes are refused.
     result = _cli("render", "--mode", "nftables", "--node", NODE, "-f", "-", input="")

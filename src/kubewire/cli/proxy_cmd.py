@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
+from kubewire.api.errors import ManifestError, ManifestPathError
+from kubewire.api.loader import Document, load_paths
 from kubewire.proxy.iptables import render_full
+from kubewire.proxy.kpconfig import check as check_config
 from kubewire.proxy.model import KubeProxyConfig, parse_cidr_sloppy
 from kubewire.proxy.nftables import render_full as render_nftables
 from kubewire.proxy.nftables import service_cidrs_from_objects
@@ -25,10 +26,7 @@ proxy_app = typer.Typer(
     no_args_is_help=True,
 )
 
-# libyaml's parser when PyYAML has it: the pure-Python one takes ~25 s for 10k Services + slices.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KINDS = ("Service", "EndpointSlice", "KubeProxyConfiguration", "ServiceCIDR")
-_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def _die(message: str, code: int = 1) -> typer.Exit:
@@ -36,44 +34,37 @@ def _die(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _sources(spec: str) -> Iterator[tuple[str, str]]:
-    """(name, text) for "-", a file, or every manifest file under a directory (sorted)."""
-    if spec == "-":
-        yield "<stdin>", sys.stdin.read()
-        return
-    path = Path(spec)
-    if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES):
-            yield str(child), child.read_text()
-    elif path.is_file():
-        yield str(path), path.read_text()
-    else:
-        raise _die(f"{spec}: no such file or directory")
+def _warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
 
 
-def _documents(name: str, text: str) -> Iterator[dict[str, Any]]:
+def _load(specs: list[str]) -> list[Document]:
+    """The documents of files, directories or - (stdin), read as `kubewire apply` reads them (and
+    its errors: file, document, line)."""
     try:
-        docs = list(yaml.load_all(text, Loader=_LOADER))  # noqa: S506 (a safe loader)
-    except yaml.YAMLError as exc:
-        raise _die(f"{name}: invalid YAML: {exc}") from exc
-    for doc in docs:
-        if not isinstance(doc, dict):
-            continue
-        if doc.get("kind") == "List":  # as `kubectl get -o yaml` writes
-            yield from (item for item in doc.get("items") or [] if isinstance(item, dict))
-        else:
-            yield doc
+        return load_paths(specs, sys.stdin)
+    except ManifestPathError as e:
+        raise _die(e.message) from e
+    except ManifestError as e:
+        raise _die(str(e).removeprefix("error: ")) from e
 
 
-def load_objects(specs: list[str]) -> dict[str, list[dict[str, Any]]]:
+def load_objects(specs: list[str]) -> dict[str, list[Document]]:
     """Every Service, EndpointSlice, KubeProxyConfiguration and ServiceCIDR document, by kind;
-    others dropped."""
-    found: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _KINDS}
-    for spec in specs:
-        for name, text in _sources(spec):
-            for doc in _documents(name, text):
-                if doc.get("kind") in found:
-                    found[doc["kind"]].append(doc)
+    others dropped. Services kube-proxy would skip for want of a cluster IP are named on stderr:
+    hand-written manifests lack the one the API server would allocate."""
+    found: dict[str, list[Document]] = {kind: [] for kind in _KINDS}
+    for doc in _load(specs):
+        kind = doc.obj.get("kind")
+        if kind not in found:
+            continue
+        found[kind].append(doc)
+        spec = doc.obj.get("spec") if isinstance(doc.obj.get("spec"), dict) else {}
+        if kind == "Service" and not spec.get("clusterIP") and spec.get("type") != "ExternalName":
+            meta = doc.obj.get("metadata") if isinstance(doc.obj.get("metadata"), dict) else {}
+            _warn(f"{doc.source}: document {doc.index}: Service {meta.get('namespace') or 'default'}/"
+                  f"{meta.get('name')} has no spec.clusterIP, so kube-proxy writes no rules for it (an API "
+                  "server would have allocated one: set spec.clusterIP to render it)")
     return found
 
 
@@ -138,17 +129,19 @@ def render(
     objects = load_objects(list(files) + list(more_files or []))
     config_docs = objects["KubeProxyConfiguration"]
     if config_file is not None:
-        config_docs = [
-            d for _, text in _sources(str(config_file)) for d in _documents(str(config_file), text)
-        ]
-        config_docs = [
-            d for d in config_docs if d.get("kind", "KubeProxyConfiguration") == "KubeProxyConfiguration"
-        ]
+        config_docs = [d for d in _load([str(config_file)]) if d.obj.get("kind") == "KubeProxyConfiguration"]
         if not config_docs:
             raise _die(f"{config_file}: no KubeProxyConfiguration document")
     if len(config_docs) > 1:
         raise _die("more than one KubeProxyConfiguration given")
-    config = KubeProxyConfig.from_dict(config_docs[0] if config_docs else None)
+    if config_docs:
+        where = f"{config_docs[0].source}: document {config_docs[0].index}: KubeProxyConfiguration"
+        errors, warnings = check_config(config_docs[0].obj)
+        for w in warnings:
+            _warn(f"{where}: {w}")
+        if errors:
+            raise _die(f"{where}: " + "; ".join(errors))
+    config = KubeProxyConfig.from_dict(config_docs[0].obj if config_docs else None)
     overrides: dict[str, bool] = {}
     if random_fully is not None:
         overrides["random_fully"] = random_fully
@@ -159,10 +152,10 @@ def render(
         config = dataclasses.replace(config, **overrides)
 
     if mode == "nftables":
-        cidrs = list(service_cidrs) + service_cidrs_from_objects(objects["ServiceCIDR"])
+        cidrs = list(service_cidrs) + service_cidrs_from_objects([d.obj for d in objects["ServiceCIDR"]])
         text = render_nftables(
-            objects["Service"],
-            objects["EndpointSlice"],
+            [d.obj for d in objects["Service"]],
+            [d.obj for d in objects["EndpointSlice"]],
             config,
             node,
             list(node_ips),
@@ -176,8 +169,8 @@ def render(
         return
 
     payload = render_full(
-        objects["Service"],
-        objects["EndpointSlice"],
+        [d.obj for d in objects["Service"]],
+        [d.obj for d in objects["EndpointSlice"]],
         config,
         node,
         list(node_ips),
