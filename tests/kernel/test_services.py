@@ -593,6 +593,39 @@ def test_cli_mistakes_are_answered_as_kubectl_answers_them(env: Env, tmp_path: P
     assert p.returncode == 1 and p.stderr.startswith('error: table "bogus" does not exist') and "Traceback" not in p.stderr
 
 
+def test_kube_proxy_writes_its_rules_again_after_someone_flushes_them(tmp_path: Path) -> None:
+    """iptables mode, as upstream's monitor: `iptables -t nat -F; iptables -t nat -X` on a node (a
+    firewall reload) takes the Service rules and the canary chain with it; within the sync period
+    (1 s here) kube-proxy notices and writes everything again, the jumps from PREROUTING and OUTPUT
+    included."""
+    c = make_cluster(tmp_path, "apiVersion: kubewire.io/v1alpha1\nkind: Cluster\nkubeProxy: {syncPeriodSeconds: 1}\n")
+    try:
+        n1 = c.json("get", "nodes")["items"][0]["metadata"]["name"]
+        c.apply(pod("client", "role: client", n1) + deploy("web", 1, "tier: web") + service("web", "tier: web"))
+        c.ready_pods("default", "tier=web", 1)
+        c.ready_pods("default", "role=client", 1)
+        target = f"{c.json('get', 'service', 'web')['spec']['clusterIP']}:80"
+
+        def result() -> str:
+            p = c.kw("exec", "client", "--", "python3", "-c", PROBE, "connect", "0.5", target)
+            return json.loads(p.stdout)[target]["result"]
+
+        c.wait("the Service to answer", lambda: result() == "connected")
+        node_ns = f"--net=/run/netns/kw-{c.name}-node-{n1}"
+        for args in (["-t", "nat", "-F"], ["-t", "nat", "-X"]):
+            subprocess.run(["nsenter", node_ns, "--", "iptables", "-w", "5", *args], check=True)
+        flushed = subprocess.run(["nsenter", node_ns, "--", "iptables-save", "-t", "nat"], capture_output=True,
+                                 text=True, check=True).stdout
+        assert "KUBE-" not in flushed, flushed
+        c.wait("kube-proxy to write the rules again", lambda: result() == "connected", timeout=15)
+        restored = subprocess.run(["nsenter", node_ns, "--", "iptables-save", "-t", "nat"], capture_output=True,
+                                  text=True, check=True).stdout
+        assert ":KUBE-PROXY-CANARY" in restored and "-A PREROUTING -m comment --comment \"kubernetes service portals\" " \
+            "-j KUBE-SERVICES" in restored, restored
+    finally:
+        c.kw("down", check=False)
+
+
 # Last in the module: its pod terminates for a few seconds after the test.
 # A server that keeps serving through its grace period (it ignores SIGTERM), as a server with a
 # preStop delay does: the pod stays Ready (its readiness probe still passes) while it terminates.

@@ -216,12 +216,20 @@ class FakeNetfilter:
         self.restores: list[tuple[str, bool]] = []
         self.conntrack: list[list[str]] = []
         self.fail = False
+        self.jumps_ensured = 0
+        self.canaries = True  # the KUBE-PROXY-CANARY chains are there
+        self.canary_checks: list[str] = []
 
     def nfacct_ensure(self, netns: str, names: list[str]) -> bool:
         return True
 
     def ensure_jumps(self, netns: str, rules: list) -> None:
-        pass
+        self.jumps_ensured += 1
+        self.canaries = True
+
+    def chain_exists(self, netns: str, table: str, chain: str) -> bool:
+        self.canary_checks.append(f"{table}/{chain}")
+        return self.canaries
 
     def save(self, netns: str, table: str | None = None) -> str:
         return ""
@@ -289,6 +297,23 @@ def test_agent_full_then_partial_syncs(fake: FakeNetfilter) -> None:
 
     # node labels changed: a full sync again
     assert ag.sync(_snap(svcs, slices, {"topology.kubernetes.io/zone": "z1"})) and ag.last_kind == "full"
+
+
+def test_agent_rewrites_everything_once_its_canary_chains_are_gone(fake: FakeNetfilter) -> None:
+    """As upstream's iptables monitor: every syncPeriod the canaries are looked for; someone having
+    flushed the tables (they went with the rest) makes the next sync full, jumps included."""
+    svcs, slices = cluster(5)
+    ag = _agent()
+    assert ag.sync(_snap(svcs, slices)) and ag.last_kind == "full" and fake.jumps_ensured == 1
+    assert not ag.sync(_snap(svcs, slices)) and fake.canary_checks == []  # not due before syncPeriod
+    ag._canary_due = 0.0  # syncPeriod passed
+    assert not ag.sync(_snap(svcs, slices))  # canaries there: nothing to do
+    assert fake.canary_checks == ["mangle/KUBE-PROXY-CANARY", "nat/KUBE-PROXY-CANARY", "filter/KUBE-PROXY-CANARY"]
+    fake.canaries = False  # `iptables -t nat -F; iptables -t nat -X` on the node
+    assert not ag.sync(_snap(svcs, slices)) and len(fake.restores) == 1  # noticed only once due
+    ag._canary_due = 0.0
+    assert ag.sync(_snap(svcs, slices)) and ag.last_kind == "full" and fake.jumps_ensured == 2
+    assert len(fake.restores) == 2 and not fake.restores[-1][1]
 
 
 def test_agent_failed_restore_makes_the_next_sync_full(fake: FakeNetfilter) -> None:

@@ -60,6 +60,7 @@ class ClusterConfig:
     nftables_layout: str = "auto"  # nftables mode: upstream | flat | auto (flat from 1000 Services)
     routing: str = "direct"
     restart_backoff_seconds: float = 10.0
+    kube_proxy_sync_period: float = 30.0  # iptables mode: how often the canary chains are checked
     external_hosts: list[ExternalHost] = field(default_factory=default_external_hosts)
     node_local_dns: bool = False
     dns_ttl: int = 5
@@ -107,7 +108,7 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
         fail("apiVersion", f'Unsupported value: "{doc.get("apiVersion")}": supported values: "{API_VERSION}"')
     if doc.get("kind") != "Cluster":
         fail("kind", f'Unsupported value: "{doc.get("kind")}": supported values: "Cluster"')
-    known = {"apiVersion", "kind", "name", "nodes", "networking", "kubelet", "dns", "externalHosts"}
+    known = {"apiVersion", "kind", "name", "nodes", "networking", "kubelet", "kubeProxy", "dns", "externalHosts"}
     for k in doc:
         if k not in known:
             fail(k, "unknown field")
@@ -146,6 +147,16 @@ def parse_config(doc: dict, name: str, source: str = "<config>") -> ClusterConfi
     kubelet = doc.get("kubelet") or {}
     if "restartBackoffSeconds" in kubelet:
         cfg.restart_backoff_seconds = float(kubelet["restartBackoffSeconds"])
+    kube_proxy = doc.get("kubeProxy") or {}
+    for k in kube_proxy:
+        if k != "syncPeriodSeconds":
+            fail(f"kubeProxy.{k}", "unknown field")
+    if "syncPeriodSeconds" in kube_proxy:
+        period = kube_proxy["syncPeriodSeconds"]
+        if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
+            fail("kubeProxy.syncPeriodSeconds", f"Invalid value: {period!r}: must be a number of seconds greater than 0")
+        else:
+            cfg.kube_proxy_sync_period = float(period)
     nodes = doc.get("nodes")
     if nodes is None:
         cfg.nodes = default_nodes(cfg.name)
@@ -243,6 +254,7 @@ def to_doc(cfg: ClusterConfig) -> dict:
             "routing": cfg.routing,
         },
         "kubelet": {"restartBackoffSeconds": cfg.restart_backoff_seconds},
+        "kubeProxy": {"syncPeriodSeconds": cfg.kube_proxy_sync_period},
         "dns": {"nodeLocalDNSCache": cfg.node_local_dns, "ttl": cfg.dns_ttl},
         "externalHosts": [{"name": e.name, "address": e.address, "ports": e.ports} for e in cfg.external_hosts],
         "nodes": [

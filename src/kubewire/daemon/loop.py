@@ -54,7 +54,7 @@ def proxy_agents(cfg: ClusterConfig, topo: Topology) -> list[ProxyAgent]:
         from kubewire.kubeproxy.ebpf import EbpfProxyAgent
 
         return [EbpfProxyAgent(n, cfg.pod_subnet, node_cgroup(cfg, n.name), cfg.name) for n in topo.nodes]
-    return [ProxyAgent(n, cfg.pod_subnet) for n in topo.nodes]
+    return [ProxyAgent(n, cfg.pod_subnet, cfg.kube_proxy_sync_period) for n in topo.nodes]
 
 
 def policy_agents(nodes: tuple) -> list:  # noqa: ANN001

@@ -18,6 +18,11 @@ def save(netns: str, table: str | None = None) -> str:
     return run(in_netns(netns, ["iptables-save"] + (["-t", table] if table else []))).stdout
 
 
+def chain_exists(netns: str, table: str, chain: str) -> bool:
+    """As kube-proxy's ChainExists (`iptables -n -L CHAIN`): lists one chain, whatever the table holds."""
+    return run(in_netns(netns, ["iptables", "-w", "5", "-t", table, "-n", "-L", chain]), check=False).code == 0
+
+
 def nat_chains(netns: str) -> list[str]:
     return [line[1:].split()[0] for line in save(netns, "nat").splitlines() if line.startswith(":")]
 

@@ -38,6 +38,7 @@ from kubewire.kernel.nsswitch import entered
 from kubewire.kubeproxy.conntrack import stale_filters
 from kubewire.proxy.bulk import gc_paused
 from kubewire.proxy.iptables.render import (
+    KUBE_PROXY_CANARY,
     RenderCache,
     jump_rules,
     node_params,
@@ -47,10 +48,14 @@ from kubewire.proxy.iptables.render import (
 )
 from kubewire.proxy.model import Endpoint, KubeProxyConfig, ProxyMaps, ServicePort, ServicePortName
 
+CANARY_TABLES = ("mangle", "nat", "filter")
+
 
 class ProxyAgent:
-    def __init__(self, node: NodePlan, cluster_cidr: str) -> None:
+    def __init__(self, node: NodePlan, cluster_cidr: str, sync_period: float = 30.0) -> None:
         self.node = node
+        self.sync_period = sync_period
+        self._canary_due = 0.0
         self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
         self.fingerprint = ""
         self.active_chains: set[str] = set()
@@ -78,6 +83,13 @@ class ProxyAgent:
         netfilter.ensure_jumps(self.node.netns, [(j.table, j.chain, list(j.args)) for j in jump_rules()])
         self.ready = True
 
+    def _canaries_alive(self) -> bool:
+        """Upstream's iptables monitor, every syncPeriod: when someone flushed the tables (a
+        firewall reload, `iptables -t nat -X`), the KUBE-PROXY-CANARY chains are gone with the
+        rest, and kube-proxy writes everything again."""
+        self._canary_due = time.monotonic() + self.sync_period
+        return all(netfilter.chain_exists(self.node.netns, t, KUBE_PROXY_CANARY) for t in CANARY_TABLES)
+
     def sync(self, snap: Snapshot) -> bool:
         """Bring the node's rules to the snapshot; False when nothing changed. The first sync is a
         bulk pass, run with the garbage collector paused (kubewire.proxy.bulk)."""
@@ -91,6 +103,9 @@ class ProxyAgent:
         node = snap.get("Node", "", self.node.name) or {}
         labels = node.get("metadata", {}).get("labels", {})
         changed_names, old_svcs, old_eps = self.maps.sync(snap)
+        if self.last_payload is not None and time.monotonic() >= self._canary_due and not self._canaries_alive():
+            self.ready = False  # the jumps from the built-in chains again, and everything else
+            self.last_payload = None
         full = self.last_payload is None or labels != self.labels
         if not full and not changed_names:
             return False
@@ -113,6 +128,8 @@ class ProxyAgent:
         except Exception:
             self.last_payload = None  # the kernel's rules are unknown now: the next sync is full
             raise
+        if full:
+            self._canary_due = time.monotonic() + self.sync_period
         self.active_chains = payload.active_nat_chains
         self.last_payload = payload
         self.labels = labels
