@@ -100,6 +100,8 @@ def bench_services(
                   "" if r["legacy_restore_full_s"] is None
                   else f"{r['legacy_restore_full_s']:.3f}/{r['legacy_restore_partial_s']:.3f}")
     con.print(t)
+    for tg in res["targets"]:
+        con.print(f"target: {tg['target']} ≤ {tg['limit']}: {tg['measured']} — {'met' if tg['met'] else 'NOT met'}")
     write_results(con, out, {"machine": machine(), **res})
 
 
