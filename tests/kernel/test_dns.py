@@ -509,6 +509,9 @@ def test_getent_and_curl_resolve_through_the_search_list(dns_cluster: Cluster) -
     body = json.loads(c.kw("exec", "-n", "production", gw, "--", "curl", "-sS", "-m", "5",
                            "http://payment-service:8080/").stdout)
     assert body["pod"].startswith("payment-processor-") and body["namespace"] == "production"
+    body = json.loads(c.kw("exec", "-n", "production", gw, "--", "curl", "-sS", "-m", "5",
+                           "http://order-service:8080/").stdout)  # the seed's other Service
+    assert body["pod"].startswith("order-processor-") and body["namespace"] == "production"
     # from another namespace the short name is not found; <svc>.<ns> is, through svc.cluster.local
     miss = c.kw("exec", "-n", NS, "client", "--", "getent", "hosts", "payment-service", check=False)
     assert miss.returncode == 2 and miss.stdout == ""
