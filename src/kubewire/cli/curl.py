@@ -17,23 +17,31 @@ from kubewire.daemon import lifecycle
 from kubewire.kernel.run import run_in_pod
 
 
-def where(h: lifecycle.Handle, from_: str | None) -> int:
+def from_pod(from_: str, namespace: str | None) -> tuple[str, str]:
+    """--from NS/POD, or --from POD in -n's namespace ("default" without -n), as kubectl exec reads -n."""
+    ns, sep, pod_name = from_.partition("/")
+    if not sep:
+        return namespace or "default", from_
+    if not ns or not pod_name:
+        fail("--from takes [NS/]POD (or 'internet')")
+    return ns, pod_name
+
+
+def where(h: lifecycle.Handle, from_: str | None, namespace: str | None = None) -> int:
     if from_ is None or from_ in ("internet", "internet-client"):
         pid = lifecycle.host_pid(h, "internet-client")
         if pid is None:
             fail("the internet client is not running (run `kubewire up` again)")
         return pid
-    if "/" not in from_:
-        fail("--from takes NS/POD (or 'internet')")
-    ns, pod_name = from_.split("/", 1)
+    ns, pod_name = from_pod(from_, namespace)
     pod = _pod_for(h, pod_name, ns)
     return running_pid(h, pod, _container(pod, None))
 
 
 def run_curl(url: str, from_: str | None, headers: list[str], method: str | None, data: str | None, insecure: bool,
-             http2: bool, include: bool, max_time: float, output: str | None) -> None:
+             http2: bool, include: bool, max_time: float, output: str | None, namespace: str | None = None) -> None:
     h = handle()
-    pid = where(h, from_)
+    pid = where(h, from_, namespace)
     tmp = f"{h.dir}/tmp"
     os.makedirs(tmp, exist_ok=True)
     tag = uuid.uuid4().hex[:12]

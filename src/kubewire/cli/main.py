@@ -89,17 +89,34 @@ def delete(
                   ignore_not_found)
 
 
+def _go_bool(value: str, flag: str) -> bool:
+    """A kubectl boolean flag's value (`--allow-missing-template-keys=false`), as strconv.ParseBool reads it."""
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    fail(f'invalid argument "{value}" for "{flag}" flag: strconv.ParseBool: parsing "{value}": invalid syntax')
+
+
 @app.command()
 def get(
-    args: list[str] = typer.Argument(..., help="TYPE[,TYPE...] [NAME...] or TYPE/NAME"),
+    args: list[str] = typer.Argument(..., help="TYPE[,TYPE...] [NAME...] or TYPE/NAME..."),
     namespace: str | None = typer.Option(None, "-n", "--namespace"),
     all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
-    output: str | None = typer.Option(None, "-o", "--output", help="wide | yaml | json | name"),
+    output: str | None = typer.Option(
+        None, "-o", "--output",
+        help="wide | yaml | json | name | jsonpath=TEMPLATE | jsonpath-as-json=TEMPLATE | jsonpath-file=FILE | "
+             "custom-columns=HEADER:PATH,... | custom-columns-file=FILE"),
     selector: str | None = typer.Option(None, "-l", "--selector"),
     show_labels: bool = typer.Option(False, "--show-labels"),
+    allow_missing_template_keys: str = typer.Option(
+        "true", "--allow-missing-template-keys", metavar="BOOL",
+        help="false: a key a jsonpath template names but the object lacks is an error (default: prints nothing)."),
+    no_headers: bool = typer.Option(False, "--no-headers", help="No header row (tables, custom-columns)."),
 ) -> None:
     """Display objects, as kubectl get does."""
-    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels)
+    allow = _go_bool(allow_missing_template_keys, "--allow-missing-template-keys")
+    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels, allow, no_headers)
 
 
 @app.command()
@@ -156,7 +173,8 @@ def exec(  # noqa: A001 - the kubectl verb
 @app.command()
 def curl(
     url: str = typer.Argument(...),
-    from_: str | None = typer.Option(None, "--from", help="NS/POD to send from (default: the internet client)."),
+    from_: str | None = typer.Option(None, "--from", help="[NS/]POD to send from (default: the internet client)."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="The namespace of a --from POD."),
     header: list[str] = typer.Option([], "-H", "--header"),
     method: str | None = typer.Option(None, "-X", "--request"),
     data: str | None = typer.Option(None, "-d", "--data"),
@@ -170,14 +188,15 @@ def curl(
     from kubewire.cli.curl import run_curl
 
     need_root()
-    run_curl(url, from_, header, method, data, insecure, http2, include, max_time, output)
+    run_curl(url, from_, header, method, data, insecure, http2, include, max_time, output, namespace)
 
 
 @app.command()
 def dig(
     name: str = typer.Argument(...),
     qtype: str = typer.Argument("A"),
-    from_: str | None = typer.Option(None, "--from", help="NS/POD to ask from (default: the internet client)."),
+    from_: str | None = typer.Option(None, "--from", help="[NS/]POD to ask from (default: the internet client)."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="The namespace of a --from POD."),
     short: bool = typer.Option(False, "--short"),
 ) -> None:
     """A DNS query as that pod would make it: its resolv.conf, its search list, its nameserver."""
@@ -186,7 +205,7 @@ def dig(
     from kubewire.kernel.run import run_in_pod
 
     need_root()
-    pid = where(handle(), from_)
+    pid = where(handle(), from_, namespace)
     argv = ["dig", "+search", name, qtype]
     if short:
         argv.append("+short")

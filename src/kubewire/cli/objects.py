@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import sys
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
 from kubewire.api.errors import ManifestError
 from kubewire.api.kinds import KindInfo, lookup_kind, resolve_resource
@@ -77,24 +80,34 @@ def _kindword(info: KindInfo) -> str:
 
 
 def _split_targets(args: list[str]) -> list[tuple[KindInfo, str | None]]:
-    """kubectl's forms: TYPE[,TYPE] [NAME...], TYPE/NAME..."""
+    """kubectl's forms: TYPE[,TYPE...] [NAME...] (several types with names: every TYPE/NAME pair, as
+    its normalizeMultipleResourcesArgs does) and TYPE/NAME..."""
     if not args:
         fail("You must specify the type of resource to get.")
-    out: list[tuple[KindInfo, str | None]] = []
-    if "/" in args[0]:
+    slashed = sum("/" in a for a in args)
+    if slashed and slashed != len(args):
+        fail("there is no need to specify a resource type as a separate argument when passing arguments in "
+             "resource/name form (e.g. 'kubewire get resource/<resource_name>' instead of "
+             "'kubewire get resource resource/<resource_name>'")
+    if slashed:
+        out: list[tuple[KindInfo, str | None]] = []
         for a in args:
-            if "/" not in a:
-                fail("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form")
-            t, n = a.split("/", 1)
-            out.append((_resolve(t), n))
+            parts = a.split("/")
+            if len(parts) != 2:
+                fail("arguments in resource/name form may not have more than one slash")
+            if not parts[0] or not parts[1]:
+                fail("arguments in resource/name form must have a single resource and name")
+            out.append((_resolve(parts[0]), parts[1]))
         return out
-    words = args[0].split(",")
+    words = list(dict.fromkeys(args[0].split(",")))
+    names = args[1:]
+    if len(words) > 1 and names:
+        return [(_resolve(w), n) for w in words for n in names]
     if words == ["all"]:
+        if names:
+            fail("you must specify only one resource")
         words = list(ALL)
     kinds = [_resolve(w) for w in words]
-    names = args[1:]
-    if names and len(kinds) > 1:
-        fail("you may only specify a single resource type when naming objects")
     if names:
         return [(kinds[0], n) for n in names]
     return [(k, None) for k in kinds]
@@ -127,11 +140,89 @@ def _selector_match(labels: dict, selector: str | None) -> bool:
     return True
 
 
+FORMATS = "custom-columns,custom-columns-file,json,jsonpath,jsonpath-as-json,jsonpath-file,name,wide,yaml"
+
+
+def _items(body: dict) -> list[dict]:
+    return body["items"] if body.get("kind") == "List" and "items" in body else [body]
+
+
+def _read_template(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        fail(f"error reading template {path}, {e}")
+
+
+def _jsonpath_failed(template: str, err: Exception, body: dict) -> NoReturn:
+    """kubectl's JSONPathPrinter error, written as is (tabs and all)."""
+    from kubewire.cli.goformat import go_json
+
+    sys.stderr.write(f"error: error executing jsonpath {json.dumps(template, ensure_ascii=False)}: Error executing "
+                     f"template: {err}. Printing more information for debugging the template:\n"
+                     f"\ttemplate was:\n\t\t{template}\n"
+                     f"\tobject given to jsonpath engine was:\n\t\t{go_json(body)}\n\n")
+    sys.exit(1)
+
+
+def printer(output: str | None, allow_missing_keys: bool = True, no_headers: bool = False) -> Callable[[dict], str] | None:
+    """The printer -o names, checked before anything is fetched: None for kubectl's tables (no -o, or
+    wide), else what kubectl's printGeneric prints for the object, or for the List of them."""
+    from kubewire.cli import custom_columns, jsonpath
+
+    if output and output.startswith("="):  # `-o=json`, as kubectl's flag parser reads it
+        output = output[1:]
+    if not output or output == "wide":
+        return None
+    fmt, sep, arg = output.partition("=")
+    if fmt in ("json", "yaml") and not sep:
+        return lambda body: dump(body, fmt) + "\n"
+    if fmt == "name" and not sep:
+        return lambda body: "".join(f"{_kindword(_resolve(o['kind']))}/{o['metadata']['name']}\n" for o in _items(body))
+    if fmt in ("jsonpath", "jsonpath-file", "jsonpath-as-json"):
+        if not arg:
+            fail("template format specified but no template given")
+        text = _read_template(arg) if fmt == "jsonpath-file" else arg
+        try:
+            template = jsonpath.parse(text)
+        except jsonpath.JSONPathError as e:
+            fail(f"error parsing jsonpath {text}, {e}")
+
+        def run(body: dict) -> str:
+            try:
+                return template.render(body, allow_missing_keys, as_json=fmt == "jsonpath-as-json")
+            except jsonpath.JSONPathError as e:
+                _jsonpath_failed(text, e, body)
+        return run
+    if fmt in ("custom-columns", "custom-columns-file"):
+        if not arg:
+            fail("custom-columns format specified but no custom columns given")
+        try:
+            if fmt == "custom-columns-file":  # (kubectl prints its headers whatever --no-headers says)
+                columns, no_headers = custom_columns.parse_columns_file(_read_template(arg)), False
+            else:
+                columns = custom_columns.parse_columns(arg)
+        except jsonpath.JSONPathError as e:
+            fail(str(e))
+
+        def columns_of(body: dict) -> str:
+            try:
+                return custom_columns.custom_columns(columns, _items(body), no_headers)
+            except jsonpath.JSONPathError as e:
+                fail(str(e))
+        return columns_of
+    fail(f'unable to match a printer suitable for the output format "{output}", allowed formats are: {FORMATS}')
+
+
 def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None, selector: str | None,
-        show_labels: bool) -> None:
+        show_labels: bool, allow_missing_keys: bool = True, no_headers: bool = False) -> None:
+    if output and output.startswith("="):
+        output = output[1:]
+    generic = printer(output, allow_missing_keys, no_headers)
     h = handle()
     targets = _split_targets(args)
-    named = any(n for _, n in targets)
+    single = len(targets) == 1 and targets[0][1] is not None  # kubectl's singleItemImplied
     found: list[dict] = []
     errors: list[str] = []
     groups: list[tuple[KindInfo, list[dict]]] = []
@@ -152,15 +243,10 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
             groups[-1][1].extend(objs)
         else:
             groups.append((info, objs))
-    if output in ("json", "yaml"):
-        body = found[0] if named and len(found) == 1 and len(targets) == 1 else as_list(found)
-        if found or not named:
-            print(dump(body, output))
-    elif output == "name":
-        for o in found:
-            print(f"{_kindword(_resolve(o['kind']))}/{o['metadata']['name']}")
-    elif output not in (None, "wide"):
-        fail(f'unable to match a printer suitable for the output format "{output}", allowed formats are: json,name,wide,yaml')
+    if generic is not None:  # one object when one was named, else a List of everything found
+        if found or not single:
+            sys.stdout.write(generic(found[0] if single else as_list(found)))
+            sys.stdout.flush()
     else:
         printed = False
         multi = len(groups) > 1
@@ -170,8 +256,9 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
             if printed:
                 print()
             shown = [{**o, "metadata": {**o["metadata"], "name": f"{_kindword(info)}/{o['metadata']['name']}"}} for o in objs] if multi else objs
-            print(table(info.kind, shown, wide=output == "wide", namespaced_all=all_ns and info.namespaced,
-                        show_labels=show_labels))
+            text = table(info.kind, shown, wide=output == "wide", namespaced_all=all_ns and info.namespaced,
+                         show_labels=show_labels)
+            print(text.split("\n", 1)[1] if no_headers else text)
             printed = True
         if not printed and not errors:
             where = "" if all_ns else f" in {_ns(namespace)} namespace"
