@@ -191,6 +191,50 @@ class ManifestError(Exception):
     def __str__(self) -> str:
         return "\n".join(self.lines())
 
+    @property
+    def per_document(self) -> list[ManifestError]:
+        """One error per failing document (here, just this one), so handlers need not tell a
+        single error from ManifestErrors."""
+        return [self]
+
+
+class ManifestErrors(ManifestError):
+    """Several documents that cannot be applied, reported together as kubectl reports an error per
+    failing object. A ManifestError (its own fields are the first document's), so every existing
+    handler catches it and prints every line; each line is exactly what that document's error alone
+    would print."""
+
+    def __init__(self, errors: Sequence[ManifestError]) -> None:
+        self._all = [one for e in errors for one in e.per_document]
+        if not self._all:
+            raise ValueError("ManifestErrors needs at least one error")
+        first = self._all[0]
+        super().__init__(
+            first.source,
+            first.index,
+            first.kind,
+            first.name,
+            first.errors,
+            namespace=first.namespace,
+            item=first.item,
+        )
+
+    @property
+    def per_document(self) -> list[ManifestError]:
+        return list(self._all)
+
+    def lines(self) -> list[str]:
+        return [line for e in self._all for line in e.lines()]
+
+
+def raise_if_any(errors: Sequence[ManifestError]) -> None:
+    """Raise what was collected: a lone error unchanged (so its message and type are what they were
+    before errors were collected), several as one ManifestErrors, in the order given."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ManifestErrors(errors)
+
 
 class ManifestPathError(Exception):
     """A path given on the command line that is not a readable manifest file or directory."""

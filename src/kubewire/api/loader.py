@@ -5,6 +5,11 @@ does not start a new document; one after a blank or comment-only chunk does), so
 the same chunk kubectl would see. YAML is parsed per document with line numbers kept relative to
 the whole file. Like kubectl's YAML->JSON step, timestamps stay strings and non-string keys become
 strings; duplicate keys are errors rather than silently overwritten.
+
+A bad document does not hide the next ones: every document of every path is read and all the
+problems are reported together (kubectl reports an error per object). Chunks are parsed one by one,
+so a YAML error spoils only its own document; a bad `---` separator or a broken JSON stream ends
+its file, as kubectl stops reading a stream there.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from kubewire.api.errors import FieldError, ManifestError, ManifestPathError, required, type_invalid
+from kubewire.api.errors import (
+    FieldError,
+    ManifestError,
+    ManifestPathError,
+    raise_if_any,
+    required,
+    type_invalid,
+)
 
 MANIFEST_EXTENSIONS = (".yaml", ".yml", ".json")
 STDIN = "<stdin>"
@@ -30,6 +42,19 @@ class Document:
     index: int  # 0-based position of the document in its file
     obj: dict
     item: int | None = None  # position inside a `kind: List`, when it came from one
+    # Set only by read_paths/read_text: this document could not be read (obj is then {} or the
+    # mapping as far as it was understood). load_paths/load_text never return such documents.
+    error: ManifestError | None = None
+
+
+def _failed(error: ManifestError, obj: dict | None = None) -> Document:
+    return Document(error.source, error.index, obj if obj is not None else {}, item=error.item, error=error)
+
+
+def _readable(docs: list[Document]) -> list[Document]:
+    """docs, or every read error among them raised at once."""
+    raise_if_any([d.error for d in docs if d.error is not None])
+    return docs
 
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -82,18 +107,26 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def load_paths(paths: list[str], stdin: TextIO | None = None) -> list[Document]:
     """Every document from every path, in order. A path is a file, a directory (its *.yaml,
-    *.yml and *.json files, sorted, not recursive) or "-" for stdin."""
+    *.yml and *.json files, sorted, not recursive) or "-" for stdin. Documents that cannot be read
+    are all reported in one ManifestError (ManifestErrors when there are several)."""
+    return _readable(read_paths(paths, stdin))
+
+
+def read_paths(paths: list[str], stdin: TextIO | None = None) -> list[Document]:
+    """load_paths without the raise: unreadable documents come back in place with `error` set, so
+    `apply` can report them together with the other documents' validation errors. A path that is
+    missing or not text still raises ManifestPathError at once: it is the command line that is wrong."""
     docs: list[Document] = []
     for path in paths:
         if path == "-":
-            docs.extend(load_text((stdin or sys.stdin).read(), STDIN))
+            docs.extend(read_text((stdin or sys.stdin).read(), STDIN))
         elif os.path.isdir(path):
             for name in sorted(os.listdir(path)):
                 full = os.path.join(path, name)
                 if name.endswith(MANIFEST_EXTENSIONS) and os.path.isfile(full):
-                    docs.extend(load_text(_read(full), full))
+                    docs.extend(read_text(_read(full), full))
         elif os.path.exists(path):
-            docs.extend(load_text(_read(path), path))
+            docs.extend(read_text(_read(path), path))
         else:
             raise ManifestPathError(path)
     return docs
@@ -112,24 +145,35 @@ def _read(path: str) -> str:
 
 
 def load_text(text: str, source: str) -> list[Document]:
-    """The documents in one file's text; `source` names it in errors."""
+    """The documents in one file's text; `source` names it in errors (all of them, raised together)."""
+    return _readable(read_text(text, source))
+
+
+def read_text(text: str, source: str) -> list[Document]:
+    """load_text without the raise: unreadable documents come back with `error` set."""
     text = text.removeprefix("\ufeff")
     if text.lstrip().startswith("{"):
-        docs = _load_json_stream(text, source)
-        if docs is not None:
-            return docs
-    docs = []
-    for index, (start, chunk) in enumerate(_split_documents(text, source)):
-        try:
-            obj = _plain(yaml.load(chunk, Loader=_Loader), set())  # noqa: S506 - _Loader is a SafeLoader
-        except yaml.YAMLError as e:
-            raise ManifestError(source, index, None, None, [FieldError("", _yaml_message(e, start))]) from e
-        except RecursionError as e:
-            message = "yaml: document nests too deeply or an anchor refers to itself"
-            raise ManifestError(source, index, None, None, [FieldError("", message)]) from e
-        if obj is not None:
-            docs.extend(_documents(obj, source, index))
+        json_docs = _read_json_stream(text, source)
+        if json_docs is not None:
+            return json_docs
+    chunks, bad_separator = _split_documents(text, source)
+    docs: list[Document] = []
+    for index, (start, chunk) in enumerate(chunks):
+        docs.extend(_read_chunk(chunk, start, source, index))
+    if bad_separator is not None:
+        docs.append(_failed(bad_separator))
     return docs
+
+
+def _read_chunk(chunk: str, start: int, source: str, index: int) -> list[Document]:
+    try:
+        obj = _plain(yaml.load(chunk, Loader=_Loader), set())  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as e:
+        return [_failed(ManifestError(source, index, None, None, [FieldError("", _yaml_message(e, start))]))]
+    except RecursionError:
+        message = "yaml: document nests too deeply or an anchor refers to itself"
+        return [_failed(ManifestError(source, index, None, None, [FieldError("", message)]))]
+    return [] if obj is None else _documents(obj, source, index)
 
 
 def _plain(obj: Any, active: set[int]) -> Any:
@@ -150,8 +194,9 @@ def _plain(obj: Any, active: set[int]) -> Any:
     return obj
 
 
-def _split_documents(text: str, source: str) -> list[tuple[int, str]]:
-    """kubectl's YAMLReader: (first line number, text) per document."""
+def _split_documents(text: str, source: str) -> tuple[list[tuple[int, str]], ManifestError | None]:
+    """kubectl's YAMLReader: (first line number, text) per document, and the error that ended the
+    file early (a `---` followed by more than a comment), if one did."""
     chunks: list[tuple[int, str]] = []
     buf: list[str] = []
     start = 0
@@ -160,7 +205,7 @@ def _split_documents(text: str, source: str) -> list[tuple[int, str]]:
             rest = line[3:].strip()
             if rest and not rest.startswith("#"):
                 message = f"yaml: line {lineno + 1}: invalid document separator: {rest}"
-                raise ManifestError(source, len(chunks), None, None, [FieldError("", message)])
+                return chunks, ManifestError(source, len(chunks), None, None, [FieldError("", message)])
             if buf:
                 chunks.append((start, "".join(buf)))
                 buf = []
@@ -170,7 +215,7 @@ def _split_documents(text: str, source: str) -> list[tuple[int, str]]:
         buf.append(line)
     if buf:
         chunks.append((start, "".join(buf)))
-    return chunks
+    return chunks, None
 
 
 def _yaml_message(e: yaml.YAMLError, start: int) -> str:
@@ -182,9 +227,10 @@ def _yaml_message(e: yaml.YAMLError, start: int) -> str:
     return f"yaml: line {start + mark.line + 1}: {problem}"
 
 
-def _load_json_stream(text: str, source: str) -> list[Document] | None:
+def _read_json_stream(text: str, source: str) -> list[Document] | None:
     """A stream of JSON objects (kubectl reads JSON when the input starts with "{"); None when
-    the text is not JSON after all, so it is read as YAML instead."""
+    the text is not JSON after all, so it is read as YAML instead. A decoding error ends the
+    stream: where the next object starts is unknown."""
     decoder = json.JSONDecoder()
     docs: list[Document] = []
     pos, index = 0, 0
@@ -199,7 +245,8 @@ def _load_json_stream(text: str, source: str) -> list[Document] | None:
             if index == 0:
                 return None
             message = f"json: line {e.lineno} column {e.colno}: {e.msg}"
-            raise ManifestError(source, index, None, None, [FieldError("", message)]) from e
+            docs.append(_failed(ManifestError(source, index, None, None, [FieldError("", message)])))
+            return docs
         docs.extend(_documents(obj, source, index))
         index += 1
 
@@ -236,18 +283,19 @@ def _who(obj: dict) -> tuple[str | None, str | None, str | None]:
 
 
 def _documents(obj: Any, source: str, index: int) -> list[Document]:
+    """The document, or a List's items (each one failing or not on its own)."""
     if not isinstance(obj, dict):
         message = f"a manifest must be a mapping with apiVersion and kind, not {_type_name(obj)}"
-        raise ManifestError(source, index, None, None, [FieldError("", message)])
+        return [_failed(ManifestError(source, index, None, None, [FieldError("", message)]))]
     errs = _head_errors(obj)
     kind, name, ns = _who(obj)
     if errs:
-        raise ManifestError(source, index, kind, name, errs, namespace=ns)
+        return [_failed(ManifestError(source, index, kind, name, errs, namespace=ns), obj)]
     if not (kind == "List" or (kind and kind.endswith("List") and "items" in obj)):
         return [Document(source, index, obj)]
     items = obj.get("items") or []
     if not isinstance(items, list):
-        raise ManifestError(source, index, kind, name, [type_invalid("items", items, "array")])
+        return [_failed(ManifestError(source, index, kind, name, [type_invalid("items", items, "array")]), obj)]
     return [_list_item(item, obj, kind, source, index, i) for i, item in enumerate(items)]
 
 
@@ -255,7 +303,7 @@ def _list_item(item: Any, parent: dict, list_kind: str, source: str, index: int,
     """A `kind: List` item must name its own kind; a typed list (`PodList`) implies it."""
     if not isinstance(item, dict):
         message = f"a list item must be a mapping with apiVersion and kind, not {_type_name(item)}"
-        raise ManifestError(source, index, None, None, [FieldError("", message)], item=i)
+        return _failed(ManifestError(source, index, None, None, [FieldError("", message)], item=i))
     if list_kind != "List":
         item = dict(item)
         item.setdefault("apiVersion", parent.get("apiVersion"))
@@ -263,5 +311,5 @@ def _list_item(item: Any, parent: dict, list_kind: str, source: str, index: int,
     errs = _head_errors(item)
     kind, name, ns = _who(item)
     if errs:
-        raise ManifestError(source, index, kind, name, errs, namespace=ns, item=i)
+        return _failed(ManifestError(source, index, kind, name, errs, namespace=ns, item=i), item)
     return Document(source, index, item, item=i)

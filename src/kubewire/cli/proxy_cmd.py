@@ -40,13 +40,14 @@ def _warn(message: str) -> None:
 
 def _load(specs: list[str]) -> list[Document]:
     """The documents of files, directories or - (stdin), read as `kubewire apply` reads them (and
-    its errors: file, document, line)."""
+    its errors: file, document, line; every unreadable document, one error line each)."""
     try:
         return load_paths(specs, sys.stdin)
     except ManifestPathError as e:
         raise _die(e.message) from e
     except ManifestError as e:
-        raise _die(str(e).removeprefix("error: ")) from e
+        typer.echo(str(e), err=True)  # each line already starts with "error: "
+        raise typer.Exit(1) from e
 
 
 def load_objects(specs: list[str]) -> dict[str, list[Document]]:

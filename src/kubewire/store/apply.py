@@ -1,7 +1,9 @@
 """`apply` and `delete` of manifests against the store: all documents or none.
 
-Every document is defaulted and validated first (against the stored object, for immutable fields);
-only when all pass is anything written, in one transaction.
+Every document is defaulted and validated first (against the stored object, for immutable fields)
+and Services get their ClusterIPs and NodePorts; only when all of that passes is anything written,
+in one transaction. When something fails, every failing document is reported at once, in document
+order (kubectl reports an error per object), not just the first.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import random
 from dataclasses import dataclass
 
 from kubewire.api.allocation import AllocationError, prepare_service, service_allocations, used_allocations
-from kubewire.api.errors import FieldError, ManifestError
-from kubewire.api.kinds import lookup_kind
+from kubewire.api.errors import FieldError, ManifestError, raise_if_any
+from kubewire.api.kinds import UnknownKindError, lookup_kind
 from kubewire.api.loader import Document
 from kubewire.api.validation import validate_and_default
 from kubewire.store.db import Store, stamp_new
@@ -28,37 +30,76 @@ class Applied:
     action: str  # created | configured | unchanged
 
 
-def _prepare(store: Store, docs: list[Document], default_namespace: str) -> list[tuple[Document, dict, dict | None]]:
-    prepared = []
+@dataclass
+class _Prepared:
+    pos: int  # place in the apply's documents, to report errors in document order
+    doc: Document
+    new: dict
+    old: dict | None
+
+
+def _prepare(store: Store, docs: list[Document], default_namespace: str,
+             ) -> tuple[list[_Prepared], list[tuple[int, ManifestError]]]:
+    """Each document defaulted and validated, or its error (a document read_paths could not read
+    brings its own)."""
+    prepared: list[_Prepared] = []
+    failed: list[tuple[int, ManifestError]] = []
     namespaces_in_batch: set[str] = set()
-    for d in docs:
-        obj = json.loads(json.dumps(d.obj))
+    for pos, d in enumerate(docs):
+        if d.error is not None:
+            failed.append((pos, d.error))
+            continue
+        try:
+            new, old = _prepare_one(store, d, default_namespace, namespaces_in_batch)
+            prepared.append(_Prepared(pos, d, new, old))
+        except ManifestError as e:
+            failed.append((pos, e))
+        if d.obj.get("kind") == "Namespace":
+            # Even an invalid Namespace counts as created here: its own error is the one to report,
+            # not a "namespace not found" for every later document in it.
+            name = d.obj.get("metadata", {}).get("name") if isinstance(d.obj.get("metadata"), dict) else None
+            if isinstance(name, str):
+                namespaces_in_batch.add(name)
+    return prepared, failed
+
+
+def _prepare_one(store: Store, d: Document, default_namespace: str,
+                 namespaces_in_batch: set[str]) -> tuple[dict, dict | None]:
+    """(object to store, stored object or None), or ManifestError."""
+    obj = json.loads(json.dumps(d.obj))
+    if obj.get("metadata") is None:
+        obj["metadata"] = {}
+    meta = obj["metadata"]
+    try:
         info = lookup_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
-        meta = obj.setdefault("metadata", {})
-        if info.namespaced:
-            meta["namespace"] = meta.get("namespace") or default_namespace
-        else:
-            meta.pop("namespace", None)
-        old = store.get(obj["kind"], meta.get("namespace", ""), meta.get("name", "")) if meta.get("name") else None
-        if old is not None:
-            _keep_server_fields(obj, old)
-        new = validate_and_default(Document(d.source, d.index, obj), old)
-        ns = new["metadata"].get("namespace")
-        if info.namespaced and ns not in namespaces_in_batch:
-            nso = store.get("Namespace", "", ns)
-            if nso is None:
-                raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
-                                    [FieldError("metadata.namespace", f'Not found: namespaces "{ns}" not found')])
-            if "deletionTimestamp" in nso["metadata"]:
-                raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
-                                    [FieldError("metadata.namespace", f'Forbidden: unable to create new content in namespace {ns} because it is being terminated')])
-        if obj["kind"] == "Namespace":
-            namespaces_in_batch.add(new["metadata"]["name"])
-        if old is not None and "deletionTimestamp" in old["metadata"]:
+    except UnknownKindError:
+        info = None
+    if info is None or not isinstance(meta, dict):
+        # Without a served kind and a metadata mapping nothing can be looked up; validation
+        # rejects both and names the problem as this document's error.
+        validate_and_default(Document(d.source, d.index, obj))
+        raise AssertionError(f"{d.source}: document {d.index}: validation accepted an unservable object")
+    if info.namespaced:
+        meta["namespace"] = meta.get("namespace") or default_namespace
+    else:
+        meta.pop("namespace", None)
+    old = store.get(obj["kind"], meta.get("namespace", ""), meta.get("name", "")) if meta.get("name") else None
+    if old is not None:
+        _keep_server_fields(obj, old)
+    new = validate_and_default(Document(d.source, d.index, obj), old)
+    ns = new["metadata"].get("namespace")
+    if info.namespaced and ns not in namespaces_in_batch:
+        nso = store.get("Namespace", "", ns)
+        if nso is None:
             raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
-                                [FieldError("metadata", "Conflict: object is being deleted")])
-        prepared.append((d, new, old))
-    return prepared
+                                [FieldError("metadata.namespace", f'Not found: namespaces "{ns}" not found')])
+        if "deletionTimestamp" in nso["metadata"]:
+            raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
+                                [FieldError("metadata.namespace", f'Forbidden: unable to create new content in namespace {ns} because it is being terminated')])
+    if old is not None and "deletionTimestamp" in old["metadata"]:
+        raise ManifestError(d.source, d.index, obj["kind"], meta.get("name"),
+                            [FieldError("metadata", "Conflict: object is being deleted")])
+    return new, old
 
 
 def _keep_server_fields(obj: dict, old: dict) -> None:
@@ -67,30 +108,46 @@ def _keep_server_fields(obj: dict, old: dict) -> None:
         obj["spec"].setdefault("nodeName", old["spec"]["nodeName"])
 
 
+def _allocate(store: Store, prepared: list[_Prepared], service_cidr: str) -> list[tuple[int, ManifestError]]:
+    """Give each Service its ClusterIPs and NodePorts (replacing `new` in place), in document order;
+    a Service that cannot have its own gets an error and takes nothing from the later ones."""
+    failed: list[tuple[int, ManifestError]] = []
+    used_ips: set[str] | None = None
+    used_ports: set[int] = set()
+    rng = random.Random()
+    for p in prepared:
+        if p.new["kind"] != "Service":
+            continue
+        if used_ips is None:
+            used_ips, used_ports = used_allocations(store.list("Service"))
+        try:
+            p.new = prepare_service(p.new, p.old, used_ips, used_ports, service_cidr, rng)
+        except AllocationError as e:
+            m = p.new["metadata"]
+            failed.append((p.pos, ManifestError(p.doc.source, p.doc.index, "Service", m.get("name"), e.errors,
+                                                namespace=m.get("namespace"))))
+            continue
+        ips, ports = service_allocations(p.new)
+        used_ips |= ips
+        used_ports |= ports
+    return failed
+
+
 def apply_documents(store: Store, docs: list[Document], default_namespace: str = "default",
                     service_cidr: str = "10.96.0.0/12") -> list[Applied]:
-    prepared = _prepare(store, docs, default_namespace)
+    """Create or update every document, or, when any fails, none: then every failing document's
+    error is raised together (ManifestErrors; a lone failure as the ManifestError it is). Documents
+    from read_paths that could not be read are reported the same way, in their place."""
+    prepared, failed = _prepare(store, docs, default_namespace)
     out: list[Applied] = []
-    rng = random.Random()
     with store.transaction() as db:
+        # Allocation happens inside the transaction, as the API server allocates before it stores,
+        # and before anything is written: a conflict between two documents is one more error.
+        failed += _allocate(store, prepared, service_cidr)
+        raise_if_any([e for _, e in sorted(failed, key=lambda f: f[0])])
         rv = store._next_rv(db)
-        used_ips: set[str] | None = None
-        used_ports: set[int] = set()
-        for d, new, old in prepared:
-            if new["kind"] == "Service":
-                # Allocation happens inside the transaction, as the API server allocates before it
-                # stores: a failure rolls back every document of this apply.
-                if used_ips is None:
-                    used_ips, used_ports = used_allocations(store.list("Service"))
-                try:
-                    new = prepare_service(new, old, used_ips, used_ports, service_cidr, rng)
-                except AllocationError as e:
-                    m = new["metadata"]
-                    raise ManifestError(d.source, d.index, "Service", m.get("name"), e.errors,
-                                        namespace=m.get("namespace")) from None
-                ips, ports = service_allocations(new)
-                used_ips |= ips
-                used_ports |= ports
+        for p in prepared:
+            d, new, old = p.doc, p.new, p.old
             if old is None:
                 _record_applied(new, d.obj)
                 stamp_new(new)
