@@ -50,7 +50,7 @@ def parse_columns_file(text: str) -> list[tuple[str, Template]]:
     return [(h, parse(relaxed(s))) for h, s in zip(headers, specs, strict=True)]
 
 
-def _cell(template: Template, obj: dict) -> str:
+def cell(template: Template, obj: dict) -> str:
     groups = template.execute(obj, allow_missing_keys=True)
     values = [] if groups and groups[0] else ["<none>"]
     return ",".join(values + [go_text(v) for g in groups for v in g])
@@ -70,5 +70,5 @@ def custom_columns(columns: list[tuple[str, Template]], objs: list[dict], no_hea
     """The rows kubectl prints for -o custom-columns: `<none>` where a path finds nothing, several
     values joined with commas, each as Go's %v prints it."""
     rows = [] if no_headers else [[h for h, _ in columns]]
-    rows += [[_cell(t, o) for _, t in columns] for o in objs]
+    rows += [[cell(t, o) for _, t in columns] for o in objs]
     return tabulate(rows)

@@ -113,10 +113,17 @@ def get(
         "true", "--allow-missing-template-keys", metavar="BOOL",
         help="false: a key a jsonpath template names but the object lacks is an error (default: prints nothing)."),
     no_headers: bool = typer.Option(False, "--no-headers", help="No header row (tables, custom-columns)."),
+    watch: bool = typer.Option(False, "-w", "--watch", help="After listing, print each change (one type; until Ctrl-C)."),
+    watch_only: bool = typer.Option(False, "--watch-only", help="Print each change, without listing first."),
+    output_watch_events: bool = typer.Option(
+        False, "--output-watch-events", help="With -w: the event type too (EVENT column, or {type, object})."),
+    request_timeout: str = typer.Option("0", "--request-timeout", metavar="DURATION",
+                                        help="With -w: stop watching after this long (5, 30s, 2m; 0: never)."),
 ) -> None:
-    """Display objects, as kubectl get does."""
+    """Display objects, as kubectl get does; with -w, then every change to them."""
     allow = _go_bool(allow_missing_template_keys, "--allow-missing-template-keys")
-    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels, allow, no_headers)
+    watching = objcmd.WatchFlags(watch, watch_only, output_watch_events, request_timeout)
+    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels, allow, no_headers, watching)
 
 
 @app.command()

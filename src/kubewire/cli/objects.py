@@ -9,17 +9,22 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 from kubewire.api.errors import ManifestError
 from kubewire.api.kinds import KindInfo, lookup_kind, resolve_resource
-from kubewire.api.loader import load_paths
+from kubewire.api.loader import load_paths, read_paths
+from kubewire.cli import watch as watchmod
 from kubewire.cli.context import fail, out_console, state
 from kubewire.cli.printers import as_list, dump, table
 from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Op
 from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
 from kubewire.store.apply import apply_documents, delete_objects
+
+if TYPE_CHECKING:
+    from kubewire.cli.jsonpath import Template
 
 ALL = ("pods", "services", "deployments", "replicasets")
 
@@ -59,11 +64,13 @@ def _ns(namespace: str | None) -> str:
 
 def apply(files: list[str], namespace: str | None) -> None:
     h = handle()
-    docs = load_paths(files, sys.stdin)
+    docs = read_paths(files, sys.stdin)  # unreadable documents are reported with the invalid ones
     if not docs:
         fail("no objects passed to apply")
     if namespace:  # kubectl: an explicit -n must agree with the manifests' own namespaces
         for d in docs:
+            if d.error is not None or not isinstance(d.obj, dict):
+                continue
             own = (d.obj.get("metadata") or {}).get("namespace") if isinstance(d.obj.get("metadata"), dict) else None
             if own and own != namespace and _namespaced(d.obj):
                 fail(f'{d.source}: document {d.index}: the namespace from the provided object "{own}" does not match '
@@ -166,6 +173,21 @@ def _jsonpath_failed(template: str, err: Exception, body: dict) -> NoReturn:
     sys.exit(1)
 
 
+def _custom_columns(fmt: str, arg: str, no_headers: bool) -> tuple[list[tuple[str, Template]], bool]:
+    """-o custom-columns=SPEC or custom-columns-file=FILE: the columns, and whether to leave out the
+    header (kubectl prints a file's headers whatever --no-headers says)."""
+    from kubewire.cli import custom_columns, jsonpath
+
+    if not arg:
+        fail("custom-columns format specified but no custom columns given")
+    try:
+        if fmt == "custom-columns-file":
+            return custom_columns.parse_columns_file(_read_template(arg)), False
+        return custom_columns.parse_columns(arg), no_headers
+    except jsonpath.JSONPathError as e:
+        fail(str(e))
+
+
 def printer(output: str | None, allow_missing_keys: bool = True, no_headers: bool = False) -> Callable[[dict], str] | None:
     """The printer -o names, checked before anything is fetched: None for kubectl's tables (no -o, or
     wide), else what kubectl's printGeneric prints for the object, or for the List of them."""
@@ -196,15 +218,7 @@ def printer(output: str | None, allow_missing_keys: bool = True, no_headers: boo
                 _jsonpath_failed(text, e, body)
         return run
     if fmt in ("custom-columns", "custom-columns-file"):
-        if not arg:
-            fail("custom-columns format specified but no custom columns given")
-        try:
-            if fmt == "custom-columns-file":  # (kubectl prints its headers whatever --no-headers says)
-                columns, no_headers = custom_columns.parse_columns_file(_read_template(arg)), False
-            else:
-                columns = custom_columns.parse_columns(arg)
-        except jsonpath.JSONPathError as e:
-            fail(str(e))
+        columns, no_headers = _custom_columns(fmt, arg, no_headers)
 
         def columns_of(body: dict) -> str:
             try:
@@ -215,11 +229,37 @@ def printer(output: str | None, allow_missing_keys: bool = True, no_headers: boo
     fail(f'unable to match a printer suitable for the output format "{output}", allowed formats are: {FORMATS}')
 
 
+@dataclass(frozen=True)
+class WatchFlags:
+    """-w/--watch, --watch-only, --output-watch-events and --request-timeout, as kubectl takes them."""
+
+    watch: bool = False
+    only: bool = False
+    events: bool = False
+    timeout: str = "0"
+
+    @property
+    def on(self) -> bool:
+        return self.watch or self.only
+
+
+def _not_found(info: KindInfo, name: str) -> str:
+    group = "." + info.api_version.split("/")[0] if "/" in info.api_version else ""
+    return f'Error from server (NotFound): {info.plural}{group} "{name}" not found'
+
+
 def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None, selector: str | None,
-        show_labels: bool, allow_missing_keys: bool = True, no_headers: bool = False) -> None:
+        show_labels: bool, allow_missing_keys: bool = True, no_headers: bool = False,
+        watching: WatchFlags | None = None) -> None:
     if output and output.startswith("="):
         output = output[1:]
+    watching = watching or WatchFlags()
+    if watching.events and not watching.on:
+        fail("--output-watch-events option can only be used with --watch or --watch-only")
     generic = printer(output, allow_missing_keys, no_headers)
+    if watching.on:
+        _get_watch(args, namespace, all_ns, output, selector, show_labels, no_headers, generic, watching)
+        return
     h = handle()
     targets = _split_targets(args)
     single = len(targets) == 1 and targets[0][1] is not None  # kubectl's singleItemImplied
@@ -233,7 +273,7 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
             if obj is None and all_ns and info.namespaced:
                 obj = next((o for o in h.store.list(info.kind) if o["metadata"]["name"] == name), None)
             if obj is None:
-                errors.append(f'Error from server (NotFound): {info.plural}{"." + info.api_version.split("/")[0] if "/" in info.api_version else ""} "{name}" not found')
+                errors.append(_not_found(info, name))
                 continue
             objs = [obj]
         else:
@@ -267,6 +307,64 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
         print(e, file=sys.stderr)
     if errors:
         sys.exit(1)
+
+
+def _watch_kind(args: list[str]) -> tuple[KindInfo, list[str]]:
+    """The one kind a watch follows and the names it was given: kubectl's watch builder takes a single
+    resource type (SingleResourceType), and its objects must be of one kind (multipleGVKsRequested)."""
+    targets = _split_targets(args)
+    words = [] if "/" in args[0] else args[0].split(",")
+    if (len(words) > 1 and len(args) == 1) or words == ["all"]:
+        fail("you may only specify a single resource type")
+    if len({info.kind for info, _ in targets}) > 1:
+        fail("watch is only supported on individual resources and resource collections - more than 1 resource was found")
+    return targets[0][0], [n for _, n in targets if n]
+
+
+def _watch_format(info: KindInfo, output: str | None, all_ns: bool, show_labels: bool, no_headers: bool,
+                  generic: Callable[[dict], str] | None, events: bool) -> watchmod.Format:
+    if generic is None:
+        return watchmod.table_format(info.kind, output == "wide", all_ns and info.namespaced, show_labels, no_headers,
+                                     events)
+    fmt, _, arg = (output or "").partition("=")
+    if fmt.startswith("custom-columns"):
+        columns, no_headers = _custom_columns(fmt, arg, no_headers)
+        return watchmod.columns_format(columns, no_headers, events)
+    return watchmod.document_format(fmt, generic, events)
+
+
+def _get_watch(args: list[str], namespace: str | None, all_ns: bool, output: str | None, selector: str | None,
+               show_labels: bool, no_headers: bool, generic: Callable[[dict], str] | None, flags: WatchFlags) -> None:
+    """kubectl's get.go watch(): the objects (not with --watch-only), then a row or document per change,
+    until Ctrl-C (exit 0) or --request-timeout."""
+    info, names = _watch_kind(args)
+    fmt = _watch_format(info, output, all_ns, show_labels, no_headers, generic, flags.events)
+    try:
+        timeout = watchmod.request_timeout(flags.timeout)
+    except ValueError as e:
+        fail(str(e))
+    h = handle()
+    ns = None if all_ns or not info.namespaced else _ns(namespace)
+    found = []
+    for name in names:  # kubectl's watch stops at the first object not found
+        obj = h.store.get(info.kind, ns or "", name) if ns is not None or not info.namespaced else \
+            next((o for o in h.store.list(info.kind) if o["metadata"]["name"] == name), None)
+        if obj is None:
+            fail(_not_found(info, name))
+        found.append(obj)
+    if len(names) > 1:  # printed, then refused when the watch starts (one source per name)
+        if not flags.only:
+            sys.stdout.write(fmt.render([watchmod.Event(watchmod.ADDED, o) for o in found]))
+            sys.stdout.flush()
+        fail("you may only watch a single resource or type of resource at a time")
+    scope = watchmod.Scope(info.kind, ns, names[0] if names else None,
+                           lambda labels: _selector_match(labels, selector))
+    try:
+        watchmod.follow(h.store, scope, fmt, sys.stdout, list_first=not flags.only, timeout=timeout)
+    except KeyboardInterrupt:
+        pass  # kubectl: an interrupt ends the watch, not the command's success
+    except BrokenPipeError:  # `get -w | head`: the reader is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def describe(args: list[str], namespace: str | None) -> None:

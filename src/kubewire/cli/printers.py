@@ -228,8 +228,8 @@ WIDE: dict[str, list[Column]] = {
 }
 
 
-def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool = False,
-          show_labels: bool = False) -> str:
+def table_columns(kind: str, wide: bool = False, namespaced_all: bool = False, show_labels: bool = False) -> list[Column]:
+    """The columns kubectl prints for a kind with these flags (the watch prints its rows with them too)."""
     cols = list(COLUMNS.get(kind, [("NAME", lambda o: o["metadata"]["name"]),
                                    ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))]))
     if wide:
@@ -240,6 +240,12 @@ def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool 
         cols.insert(0, ("NAMESPACE", lambda o: o["metadata"].get("namespace", "")))
     if show_labels:
         cols.append(("LABELS", lambda o: ",".join(f"{k}={v}" for k, v in sorted((o["metadata"].get("labels") or {}).items())) or "<none>"))
+    return cols
+
+
+def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool = False,
+          show_labels: bool = False) -> str:
+    cols = table_columns(kind, wide, namespaced_all, show_labels)
     rows = [[h for h, _ in cols]] + [[f(o) for _, f in cols] for o in objs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
