@@ -316,6 +316,17 @@ def test_agent_rewrites_everything_once_its_canary_chains_are_gone(fake: FakeNet
     assert len(fake.restores) == 2 and not fake.restores[-1][1]
 
 
+def test_agent_syncs_everything_once_an_hour(fake: FakeNetfilter) -> None:
+    """Upstream's FullSyncPeriod: a full sync an hour after the last, even when nothing changed."""
+    svcs, slices = cluster(5)
+    ag = _agent()
+    assert ag.sync(_snap(svcs, slices)) and ag.last_kind == "full"
+    assert not ag.sync(_snap(svcs, slices))
+    ag._full_due = 0.0  # an hour passed
+    assert ag.sync(_snap(svcs, slices)) and ag.last_kind == "full" and len(fake.restores) == 2
+    assert not ag.sync(_snap(svcs, slices))
+
+
 def test_agent_failed_restore_makes_the_next_sync_full(fake: FakeNetfilter) -> None:
     svcs, slices = cluster(5)
     ag = _agent()

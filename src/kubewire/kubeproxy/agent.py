@@ -49,6 +49,7 @@ from kubewire.proxy.iptables.render import (
 from kubewire.proxy.model import Endpoint, KubeProxyConfig, ProxyMaps, ServicePort, ServicePortName
 
 CANARY_TABLES = ("mangle", "nat", "filter")
+FULL_SYNC_PERIOD = 3600.0  # upstream's proxyutil.FullSyncPeriod
 
 
 class ProxyAgent:
@@ -56,6 +57,7 @@ class ProxyAgent:
         self.node = node
         self.sync_period = sync_period
         self._canary_due = 0.0
+        self._full_due = 0.0  # upstream resyncs everything once an hour (FullSyncPeriod) whatever changed
         self.config = KubeProxyConfig(cluster_cidr=cluster_cidr)
         self.fingerprint = ""
         self.active_chains: set[str] = set()
@@ -106,7 +108,7 @@ class ProxyAgent:
         if self.last_payload is not None and time.monotonic() >= self._canary_due and not self._canaries_alive():
             self.ready = False  # the jumps from the built-in chains again, and everything else
             self.last_payload = None
-        full = self.last_payload is None or labels != self.labels
+        full = self.last_payload is None or labels != self.labels or time.monotonic() >= self._full_due
         if not full and not changed_names:
             return False
         if not self.ready:
@@ -130,6 +132,7 @@ class ProxyAgent:
             raise
         if full:
             self._canary_due = time.monotonic() + self.sync_period
+            self._full_due = time.monotonic() + FULL_SYNC_PERIOD
         self.active_chains = payload.active_nat_chains
         self.last_payload = payload
         self.labels = labels
