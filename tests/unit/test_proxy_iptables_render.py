@@ -1953,6 +1953,20 @@ def test_cli_render_names_bad_input_and_services_without_a_cluster_ip(tmp_path) 
     assert "no-ip.yaml: document 0: Service shop/web has no spec.clusterIP" in result.output
 
 
+def test_cli_cluster_cidr_flag_is_the_configurations_cluster_cidr(tmp_path) -> None:
+    import yaml
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump_all([svc("ns1", "svc1", clusterIP="172.30.0.41", ports=[port("p80", 80)]),
+                                                         eps("ns1", "svc1", [ep("10.180.0.1", "node-b")], [port("p80", 80)])]))  # fmt: skip
+    (tmp_path / "kp.yaml").write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                                      "clusterCIDR: 10.244.0.0/16\n")  # fmt: skip
+    by_flag = _cli("render", "--node", NODE, "--cluster-cidr", "10.244.0.0/16", "-f", str(tmp_path / "m.yaml"))
+    by_config = _cli("render", "--node", NODE, "--config", str(tmp_path / "kp.yaml"), "-f", str(tmp_path / "m.yaml"))
+    assert by_flag.exit_code == 0 and by_flag.stdout == by_config.stdout and "! -s 10.244.0.0/16" in by_flag.stdout
+    bad = _cli("render", "--node", NODE, "--cluster-cidr", "bogus", "-f", str(tmp_path / "m.yaml"))
+    assert bad.exit_code == 2 and "--cluster-cidr: not a CIDR" in bad.output
+
+
 def test_cli_other_modes() -> None:
     # --mode nftables is tested in test_proxy_nftables_render.py; unknown modes are refused.
     result = _cli("render", "--mode", "nftables", "--node", NODE, "-f", "-", input="")

@@ -69,6 +69,10 @@ def load_objects(specs: list[str]) -> dict[str, list[Document]]:
     return found
 
 
+def _is_cidr(text: str) -> bool:
+    return "/" in text and parse_cidr_sloppy(text.strip()) is not None
+
+
 def _labels(pairs: list[str]) -> dict[str, str]:
     labels: dict[str, str] = {}
     for pair in pairs:
@@ -104,6 +108,11 @@ def render(
     ),
     node_labels: list[str] = typer.Option(
         [], "--node-label", help="KEY=VALUE label of the node, e.g. its zone."
+    ),
+    cluster_cidr: str | None = typer.Option(
+        None, "--cluster-cidr",
+        help="kube-proxy's --cluster-cidr (overrides the configuration's clusterCIDR; a kubewire cluster's "
+             "kube-proxy runs with its podSubnet, 10.244.0.0/16 by default).",
     ),
     pod_cidrs: list[str] = typer.Option(
         [], "--pod-cidr", help="The node's pod CIDRs (detectLocalMode NodeCIDR)."
@@ -143,9 +152,13 @@ def render(
         if errors:
             raise _die(f"{where}: " + "; ".join(errors))
     config = KubeProxyConfig.from_dict(config_docs[0].obj if config_docs else None)
-    overrides: dict[str, bool] = {}
+    overrides: dict[str, bool | str] = {}
     if random_fully is not None:
         overrides["random_fully"] = random_fully
+    if cluster_cidr is not None:
+        if not all(_is_cidr(c) for c in cluster_cidr.split(",")):
+            raise _die(f"--cluster-cidr: not a CIDR (or two, comma-separated): {cluster_cidr!r}", 2)
+        overrides["cluster_cidr"] = cluster_cidr
     if nfacct is not None:
         overrides["nfacct_ct_state_invalid"] = nfacct
         overrides["nfacct_localhost_nodeports"] = nfacct
