@@ -406,6 +406,52 @@ def test_load_balancer_source_ranges(env: Env) -> None:
     env.c.wait("the address released", lambda: ip not in env.lb_rules(), timeout=10)
 
 
+def test_container_native_load_balancer_without_node_ports(env: Env) -> None:
+    """allocateLoadBalancerNodePorts: false: no NodePort to forward to, so the load balancer sends
+    LB-IP:port straight to the ready pods (as GKE's NEGs and AWS's NLB IP targets do), client address
+    kept; no ready endpoint resets new connections; the pod CIDR cloud-lb now routes stays closed to
+    the internet except through a frontend."""
+    env.c.apply(deployment("direct", 2) + service("direct-lb", "direct", port=80,
+                                                  extra="  type: LoadBalancer\n  allocateLoadBalancerNodePorts: false\n"))
+    try:
+        env.c.ready_pods("edge", "app=direct", 2, timeout=60)
+        spec = env.c.json("get", "service", "direct-lb", "-n", "edge")["spec"]
+        assert spec["allocateLoadBalancerNodePorts"] is False and not spec["ports"][0].get("nodePort")
+        ip = env.c.wait("an LB address", lambda: env.c.json("get", "service", "direct-lb", "-n", "edge")
+                        .get("status", {}).get("loadBalancer", {}).get("ingress"), timeout=15)[0]["ip"]
+        pods = {p["status"]["podIP"]: p["metadata"]["name"] for p in env.c.pods("edge", "app=direct")}
+        env.c.wait("both pods in the LB rules", lambda: all(f"dnat to {a}:8080" in env.lb_rules() for a in pods),
+                   timeout=15)
+        r = json.loads(env.c.kw("curl", f"http://{ip}:80/", "-o", "json").stdout)
+        assert r["status"] == 200 and r["exitCode"] == 0 and r["remote"] == f"{ip}:80", r
+        assert r["body"]["podIP"] in pods and r["body"]["pod"] == pods[r["body"]["podIP"]]
+        assert r["body"]["client"].split(":")[0] == INTERNET_CLIENT  # no SNAT anywhere on the way
+        rs = env.get(*[f"http://{ip}/"] * 20)
+        assert {r["status"] for r in rs} == {200}
+        assert {r["body"]["client"].split(":")[0] for r in rs} == {INTERNET_CLIENT}
+        assert {r["body"]["pod"] for r in rs} == set(pods.values())  # per connection over both (2^-19 to fail)
+
+        # a pod address straight from the internet: cloud-lb routes it now, and drops it
+        def dropped() -> int:
+            m = re.search(r"counter packets (\d+) bytes \d+ drop comment \"pod addresses", env.lb_rules())
+            return int(m.group(1)) if m else -1
+
+        before = dropped()
+        assert before >= 0
+        for pod_ip in pods:
+            assert env.get(f"http://{pod_ip}:8080/", timeout=1.5)[0]["status"] == 0
+        assert dropped() > before
+
+        env.c.kw("scale", "deployment/direct", "--replicas", "0", "-n", "edge")
+        env.c.wait("no ready endpoint in the LB rules", lambda: "direct-lb:http: no ready endpoint" in env.lb_rules(),
+                   timeout=30)
+        r = json.loads(env.c.kw("curl", f"http://{ip}/", "-o", "json", "--max-time", "5", check=False).stdout)
+        assert r["exitCode"] == 7 and r["status"] == 0, r  # refused (reset by the load balancer), not a timeout
+    finally:
+        env.c.kw("delete", "service", "direct-lb", "-n", "edge", check=False)
+        env.c.kw("delete", "deployment", "direct", "-n", "edge", check=False)
+
+
 def test_dying_ingress_pod_is_taken_out_of_the_load_balancer(env: Env) -> None:
     """Its container crashes twice (the kubelet then backs off 10 s): the pod is not ready, kube-proxy's
     health check NodePort on its node answers 503, and the load balancer stops sending new connections

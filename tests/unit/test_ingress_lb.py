@@ -145,3 +145,143 @@ def test_one_healthy_node_and_no_frontends() -> None:
         "table ip kubewire-lb\ndelete table ip kubewire-lb\ntable ip kubewire-lb {\n"
         "\tchain filter-prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n\t}\n"
         "\tchain nat-prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t}\n}\n")
+
+
+# --- container-native: ports without a nodePort (allocateLoadBalancerNodePorts: false) -----------
+
+
+def eslice(name: str, svc: str, ports: list[dict], endpoints: list[dict], ns: str = "default",
+           address_type: str = "IPv4") -> dict:
+    return {"kind": "EndpointSlice", "addressType": address_type, "ports": ports, "endpoints": endpoints,
+            "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": svc}}}
+
+
+def ep(ip: str, pod: str, ready: bool | None = True, terminating: bool = False, ns: str = "default") -> dict:
+    cond: dict = {"serving": ready is not False, "terminating": terminating}
+    if ready is not None:
+        cond["ready"] = ready
+    return {"addresses": [ip], "conditions": cond, "targetRef": {"kind": "Pod", "namespace": ns, "name": pod}}
+
+
+def direct_svc(**spec: object) -> dict:
+    return lbsvc("web", allocateLoadBalancerNodePorts=False,
+                 ports=[{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353},
+                        {"name": "sctp", "port": 9, "protocol": "SCTP"}], **spec)
+
+
+WEB_SLICES = [
+    # a named targetPort resolved to 8080 for these pods ...
+    eslice("web-a", "web", [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
+           [ep("10.244.2.7", "web-2"), ep("10.244.0.5", "web-0"), ep("10.244.1.9", "web-1", ready=False),
+            ep("10.244.1.8", "web-old", ready=False, terminating=True)]),
+    # ... and to 9090 for this one (still the port named http); ready unset means ready
+    eslice("web-b", "web", [{"name": "http", "port": 9090, "protocol": "TCP"}], [ep("10.244.0.6", "web-3", ready=None)]),
+    eslice("web-v6", "web", [{"name": "http", "port": 8080, "protocol": "TCP"}], [ep("fd00::1", "web-4")],
+           address_type="IPv6"),
+    eslice("other", "other", [{"name": "http", "port": 8080, "protocol": "TCP"}], [ep("10.244.0.99", "other-0")]),
+]
+
+
+def test_frontends_without_node_ports_take_the_ready_endpoints() -> None:
+    svc = direct_svc()
+    ips, _ = lb.allocate([svc])
+    assert lb.wants_endpoints([svc]) and not lb.wants_endpoints([lbsvc("a")])
+    fronts, problems = lb.frontends([svc], ips, WEB_SLICES)
+    assert problems == ["service default/web: SCTP port 9 is not load balanced"]
+    assert [(f.protocol, f.port, f.direct, f.node_port, f.health_port, f.endpoints) for f in fronts] == [
+        ("tcp", 80, True, 0, 0, (lb.Endpoint("10.244.0.5", 8080, "default/web-0"),
+                                 lb.Endpoint("10.244.0.6", 9090, "default/web-3"),
+                                 lb.Endpoint("10.244.2.7", 8080, "default/web-2"))),
+        ("udp", 53, True, 0, 0, (lb.Endpoint("10.244.0.5", 5353, "default/web-0"),
+                                 lb.Endpoint("10.244.2.7", 5353, "default/web-2"))),
+    ]
+    # nothing to probe: readiness is the health
+    assert lb.health_targets(fronts, [lb.Node("w1", "172.18.1.10")]) == []
+
+
+DIRECT_RULES = """\
+table ip kubewire-lb
+delete table ip kubewire-lb
+table ip kubewire-lb {
+\tchain filter-prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t}
+\tchain filter-forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tip daddr { 10.244.0.0/16 } ct status dnat accept
+\t\tip daddr { 10.244.0.0/16 } counter drop comment "pod addresses: only through a load balancer frontend"
+\t}
+\tchain nat-prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tip daddr . meta l4proto . th dport vmap { 203.0.113.1 . tcp . 80 : goto svc-default-web-tcp-80, \
+203.0.113.2 . tcp . 8080 : goto svc-default-nodeport-tcp-8080 }
+\t}
+\tchain svc-default-web-tcp-80 {
+\t\tnumgen random mod 2 vmap { 0 : goto ep-10-244-0-5-tcp-8080, 1 : goto ep-10-244-2-7-tcp-8080 }
+\t}
+\tchain svc-default-nodeport-tcp-8080 {
+\t\tgoto to-w1-tcp-30080
+\t}
+\tchain ep-10-244-0-5-tcp-8080 {
+\t\tmeta l4proto tcp counter dnat to 10.244.0.5:8080 comment "default/web-0"
+\t}
+\tchain ep-10-244-2-7-tcp-8080 {
+\t\tmeta l4proto tcp counter dnat to 10.244.2.7:8080 comment "default/web-2"
+\t}
+\tchain to-w1-tcp-30080 {
+\t\tmeta l4proto tcp counter dnat to 172.18.1.10:30080 comment "w1"
+\t}
+}
+"""
+
+NO_READY_RULES = """\
+table ip kubewire-lb
+delete table ip kubewire-lb
+table ip kubewire-lb {
+\tchain filter-prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t}
+\tchain filter-forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tip daddr { 10.244.0.0/16 } ct status dnat accept
+\t\tip daddr { 10.244.0.0/16 } counter drop comment "pod addresses: only through a load balancer frontend"
+\t}
+\tchain nat-prerouting {
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tip daddr . meta l4proto . th dport vmap { 203.0.113.1 . tcp . 80 : goto svc-default-web-tcp-80 }
+\t}
+\tchain svc-default-web-tcp-80 {
+\t\tmeta l4proto tcp counter reject with tcp reset comment "default/web:http: no ready endpoint"
+\t}
+}
+"""
+
+
+def test_rules_container_native_byte_exact() -> None:
+    """Two ready endpoints and one not ready (and one terminating): DNAT straight to the two, spread
+    per connection, no SNAT; a Service with a nodePort beside it keeps its NodePort forwarding; the
+    forward chain lets only DNATed traffic reach pod addresses."""
+    web = lbsvc("web", allocateLoadBalancerNodePorts=False, ports=[{"name": "http", "port": 80, "protocol": "TCP"}])
+    other = lbsvc("nodeport", created="2025-01-01T00:00:00Z", ports=[{"port": 8080, "protocol": "TCP", "nodePort": 30080}])
+    slices = [eslice("web-a", "web", [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                     [ep("10.244.2.7", "web-2"), ep("10.244.1.9", "web-1", ready=False), ep("10.244.0.5", "web-0"),
+                      ep("10.244.1.8", "web-old", ready=False, terminating=True)])]
+    ips, _ = lb.allocate([web, other])
+    fronts, problems = lb.frontends([web, other], ips, slices)
+    assert problems == []
+    nodes = [lb.Node("w1", "172.18.1.10"), lb.Node("w2", "172.18.2.10")]
+    healthy = {("172.18.1.10", 30080)}
+    assert lb.render(fronts, nodes, lambda ip, port: (ip, port) in healthy, ("10.244.0.0/16",)) == DIRECT_RULES
+
+
+def test_rules_container_native_no_ready_endpoint_resets() -> None:
+    web = lbsvc("web", allocateLoadBalancerNodePorts=False, ports=[{"name": "http", "port": 80, "protocol": "TCP"}])
+    for slices in ([], [eslice("web-a", "web", [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                               [ep("10.244.1.9", "web-1", ready=False),
+                                ep("10.244.1.8", "web-old", ready=False, terminating=True)])]):
+        ips, _ = lb.allocate([web])
+        fronts, _ = lb.frontends([web], ips, slices)
+        # every node healthy: irrelevant, only endpoint readiness counts
+        text = lb.render(fronts, [lb.Node("w1", "172.18.1.10")], lambda ip, port: True, ("10.244.0.0/16",))
+        assert text == NO_READY_RULES

@@ -13,6 +13,16 @@ connect to the traffic port, the NodePort itself (GCP asks kube-proxy's /healthz
 which kubewire uses for UDP ports, where a connect proves nothing).
 loadBalancerSourceRanges (or the older service.beta.kubernetes.io/load-balancer-source-ranges
 annotation) are enforced here, at the edge, before any address translation.
+
+Ports without a nodePort (spec.allocateLoadBalancerNodePorts: false) are forwarded container-native,
+as GKE's NEG load balancers and AWS's NLB with IP targets do: LB-IP:port is DNATed straight to the
+Service's ready endpoints (pod IP:port from its EndpointSlices), spread per connection, client
+address kept. Health there is the endpoints' readiness (no probing): a frontend with no ready
+endpoint resets as one with no healthy node does. Terminating endpoints are not used, even serving
+ones when none is ready: those providers deregister a target as its pod starts terminating (and
+drain it), so what is "ready" in the slice is what they send new connections to. The edge routes the
+pod CIDR for that (kubewire.northsouth.cloudlb), and the forward chain lets only DNATed connections
+reach pod addresses: the internet still cannot address a pod directly.
 """
 
 from __future__ import annotations
@@ -90,6 +100,19 @@ def status_for(ip: str | None) -> dict:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """A ready pod address of a container-native frontend."""
+
+    ip: str
+    port: int
+    name: str = ""  # namespace/pod from the endpoint's targetRef (the rule's comment)
+
+    @property
+    def token(self) -> str:
+        return self.ip.replace(".", "-")
+
+
+@dataclass(frozen=True)
 class Frontend:
     """One LB-IP:port/protocol and where it goes."""
 
@@ -100,8 +123,14 @@ class Frontend:
     port_name: str
     node_port: int
     local: bool  # externalTrafficPolicy Local
-    health_port: int  # healthCheckNodePort (Local), the NodePort (Cluster, TCP) or kube-proxy's 10256
+    health_port: int  # healthCheckNodePort (Local), the NodePort (Cluster, TCP) or kube-proxy's 10256; 0: none
     source_ranges: tuple[str, ...] = ()
+    endpoints: tuple[Endpoint, ...] = ()  # container-native (no nodePort): the ready endpoints
+
+    @property
+    def direct(self) -> bool:
+        """Container-native: straight to the pods, not through a NodePort."""
+        return not self.node_port
 
     @property
     def health_check(self) -> str:
@@ -135,9 +164,57 @@ def source_ranges(svc: dict) -> tuple[tuple[str, ...], list[str]]:
     return tuple(str(n) for n in ipaddress.collapse_addresses(nets)), problems
 
 
-def frontends(services: list[dict], ips: dict[tuple[str, str], str]) -> tuple[list[Frontend], list[str]]:
+def wants_endpoints(services: list[dict]) -> bool:
+    """Whether some port has no nodePort, so that frontends() needs the EndpointSlices."""
+    return any(not p.get("nodePort") for s in services if is_load_balancer(s)
+               for p in (s.get("spec") or {}).get("ports") or [])
+
+
+def slices_by_service(slices: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for sl in slices:
+        m = _meta(sl)
+        svc = (m.get("labels") or {}).get("kubernetes.io/service-name")
+        if svc:
+            out.setdefault((m.get("namespace") or "default", svc), []).append(sl)
+    return out
+
+
+def ready_endpoints(slices: list[dict], port_name: str, protocol: str) -> tuple[Endpoint, ...]:
+    """The ready IPv4 endpoints of one Service port: from every slice, the port of the same name and
+    protocol (a named targetPort can resolve to a different number per slice). Ready is nil or true
+    (the API's reading; kube-proxy's too); not ready, and terminating ones, are left out."""
+    out: dict[tuple[str, int], str] = {}
+    for sl in slices:
+        if sl.get("addressType", "IPv4") != "IPv4":
+            continue
+        for p in sl.get("ports") or []:
+            if (p.get("name") or "") != port_name or str(p.get("protocol") or "TCP").lower() != protocol \
+                    or not isinstance(p.get("port"), int) or not 0 < p["port"] < 65536:
+                continue
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready") is False:
+                    continue
+                ref = ep.get("targetRef") or {}
+                name = f"{ref.get('namespace') or ''}/{ref['name']}" if ref.get("name") else ""
+                name = "".join(c for c in name if c.isalnum() or c in "./-")  # it goes into a quoted comment
+                for a in ep.get("addresses") or []:
+                    try:
+                        ip = str(ipaddress.IPv4Address(a))
+                    except ValueError:
+                        continue
+                    out.setdefault((ip, p["port"]), name)
+    return tuple(Endpoint(ip, port, name) for (ip, port), name in
+                 sorted(out.items(), key=lambda kv: (ipaddress.IPv4Address(kv[0][0]), kv[0][1])))
+
+
+def frontends(services: list[dict], ips: dict[tuple[str, str], str],
+              slices: list[dict] | None = None) -> tuple[list[Frontend], list[str]]:
+    """The frontends of the Services that have an address. `slices` (the EndpointSlices) are needed
+    only for ports without a nodePort (see wants_endpoints)."""
     out: list[Frontend] = []
     problems: list[str] = []
+    by_service: dict[tuple[str, str], list[dict]] | None = None
     for s in services:
         k = key_of(s)
         if k not in ips or not is_load_balancer(s):
@@ -151,9 +228,12 @@ def frontends(services: list[dict], ips: dict[tuple[str, str], str]) -> tuple[li
             if proto not in ("tcp", "udp"):
                 problems.append(f"service {k[0]}/{k[1]}: {proto.upper()} port {port.get('port')} is not load balanced")
                 continue
-            if not port.get("nodePort"):
-                problems.append(f"service {k[0]}/{k[1]}: port {port.get('port')} has no nodePort "
-                                f"(allocateLoadBalancerNodePorts: false); nothing to forward to")
+            if not port.get("nodePort"):  # container-native: straight to the ready endpoints
+                if by_service is None:
+                    by_service = slices_by_service(slices or [])
+                name = str(port.get("name") or "")
+                out.append(Frontend(ips[k], int(port["port"]), proto, k, name, 0, local, 0, ranges,
+                                    ready_endpoints(by_service.get(k, []), name, proto)))
                 continue
             if local:
                 hc = int(spec.get("healthCheckNodePort") or 0)
@@ -181,9 +261,12 @@ def health_targets(fronts: list[Frontend], nodes: list[Node]) -> list[tuple[str,
                   key=lambda t: (ipaddress.IPv4Address(t[0]), t[1], t[2]))
 
 
-def render(fronts: list[Frontend], nodes: list[Node], healthy: Callable[[str, int], bool]) -> str:
+def render(fronts: list[Frontend], nodes: list[Node], healthy: Callable[[str, int], bool],
+           pod_cidrs: tuple[str, ...] = ()) -> str:
     """The nft payload: the table deleted and written again in one transaction (atomic: a
-    connection never sees half a ruleset; established ones keep their conntrack entries)."""
+    connection never sees half a ruleset; established ones keep their conntrack entries).
+    With pod_cidrs (the edge routes them, for container-native frontends), forwarded traffic to
+    those addresses passes only when a frontend DNATed it."""
     lines = [f"table ip {TABLE}", f"delete table ip {TABLE}", f"table ip {TABLE} {{"]
     filt = [f for f in fronts if f.source_ranges]
     lines += ["\tchain filter-prerouting {", "\t\ttype filter hook prerouting priority mangle; policy accept;"]
@@ -196,31 +279,43 @@ def render(fronts: list[Frontend], nodes: list[Node], healthy: Callable[[str, in
                   f"\t\tip saddr {{ {', '.join(f.source_ranges)} }} return",
                   f'\t\tcounter drop comment "{f.service[0]}/{f.service[1]}: source not in loadBalancerSourceRanges"',
                   "\t}"]
+    if pod_cidrs:
+        cidrs = ", ".join(pod_cidrs)
+        lines += ["\tchain filter-forward {", "\t\ttype filter hook forward priority filter; policy accept;",
+                  f"\t\tip daddr {{ {cidrs} }} ct status dnat accept",
+                  f'\t\tip daddr {{ {cidrs} }} counter drop comment "pod addresses: only through a load balancer frontend"',
+                  "\t}"]
     lines += ["\tchain nat-prerouting {", "\t\ttype nat hook prerouting priority dstnat; policy accept;"]
     if fronts:
         elems = ", ".join(f"{f.ip} . {f.protocol} . {f.port} : goto {f.chain}" for f in fronts)
         lines.append(f"\t\tip daddr . meta l4proto . th dport vmap {{ {elems} }}")
     lines.append("\t}")
-    targets: dict[str, tuple[Node, Frontend]] = {}
+    targets: dict[str, tuple[str, str, str]] = {}  # chain -> (protocol, DNAT target, comment)
     for f in fronts:
-        up = [n for n in nodes if healthy(n.ip, f.health_port)]
+        if f.direct:
+            dests = [(f"ep-{e.token}-{f.protocol}-{e.port}", f"{e.ip}:{e.port}", e.name or e.ip) for e in f.endpoints]
+            none = "no ready endpoint"
+        else:
+            dests = [(f"to-{n.token}-{f.protocol}-{f.node_port}", f"{n.ip}:{f.node_port}", n.name)
+                     for n in nodes if healthy(n.ip, f.health_port)]
+            none = "no healthy node"
         name = f"{f.service[0]}/{f.service[1]}" + (f":{f.port_name}" if f.port_name else "")
         lines.append(f"\tchain {f.chain} {{")
-        if not up:
+        if not dests:
             verdict = "reject with tcp reset" if f.protocol == "tcp" else "reject"
-            lines.append(f'\t\tmeta l4proto {f.protocol} counter {verdict} comment "{name}: no healthy node"')
+            lines.append(f'\t\tmeta l4proto {f.protocol} counter {verdict} comment "{name}: {none}"')
         else:
-            for n in up:
-                targets.setdefault(f"to-{n.token}-{f.protocol}-{f.node_port}", (n, f))
-            if len(up) == 1:
-                lines.append(f"\t\tgoto to-{up[0].token}-{f.protocol}-{f.node_port}")
+            for chain, to, comment in dests:
+                targets.setdefault(chain, (f.protocol, to, comment))
+            if len(dests) == 1:
+                lines.append(f"\t\tgoto {dests[0][0]}")
             else:
-                elems = ", ".join(f"{i} : goto to-{n.token}-{f.protocol}-{f.node_port}" for i, n in enumerate(up))
-                lines.append(f"\t\tnumgen random mod {len(up)} vmap {{ {elems} }}")
+                elems = ", ".join(f"{i} : goto {d[0]}" for i, d in enumerate(dests))
+                lines.append(f"\t\tnumgen random mod {len(dests)} vmap {{ {elems} }}")
         lines.append("\t}")
-    for chain, (n, f) in sorted(targets.items()):
+    for chain, (proto, to, comment) in sorted(targets.items()):
         lines += [f"\tchain {chain} {{",
-                  f'\t\tmeta l4proto {f.protocol} counter dnat to {n.ip}:{f.node_port} comment "{n.name}"',
+                  f'\t\tmeta l4proto {proto} counter dnat to {to} comment "{comment}"',
                   "\t}"]
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -3,9 +3,12 @@ and the provider's network load balancer in one).
 
 Every step it allocates LoadBalancer addresses (status.loadBalancer.ingress), keeps those addresses on
 cloud-lb's public interface, health-checks every node for every frontend from inside cloud-lb, and
-programs the forwarding rules (kubewire.ingress.lb) as one nft transaction whenever the Services or
-the health of a node change. It also plays the provider's DNS (and external-dns): the internet zone
-maps Ingress hosts (from the Ingresses' published status) and load balancer names to their addresses.
+programs the forwarding rules (kubewire.ingress.lb) as one nft transaction whenever the Services, the
+ready endpoints of a container-native port (no nodePort) or the health of a node change. Once that
+table (with its guard: only DNATed traffic may reach a pod address) is in place, cloud-lb routes the
+pod CIDR via the fabric, for the container-native frontends. It also plays the provider's DNS (and
+external-dns): the internet zone maps Ingress hosts (from the Ingresses' published status) and load
+balancer names to their addresses.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class CloudLB:
         self.task: asyncio.Task | None = None
         self.wake = asyncio.Event()
         self.zone: dict[str, list[str]] | None = None
+        self.pod_cidrs = (ctx.topo.pod_subnet,)
+        self.pod_routes = [f"route replace {c} via {ctx.topo.transit_fabric_ip}" for c in self.pod_cidrs]
+        self.routed = False
 
     # ---- the loop step ----------------------------------------------------------------------
     def sync(self, snap: Snapshot) -> list[Op]:
@@ -77,7 +83,8 @@ class CloudLB:
                 ops.append(Op("status", {"apiVersion": "v1", "kind": "Service", "status": status,
                                          "metadata": {"name": m["name"], "namespace": m.get("namespace"),
                                                       "uid": m.get("uid")}}))
-        fronts, p = lb.frontends(services, ips)
+        slices = snap.list("EndpointSlice") if lb.wants_endpoints(services) else []
+        fronts, p = lb.frontends(services, ips, slices)
         problems += p
         for msg in sorted(set(problems) - self.problems):
             log(msg)
@@ -96,8 +103,9 @@ class CloudLB:
         return bool(h and h.healthy)
 
     def program(self) -> None:
-        """Addresses on the public interface, then the rules (one nft transaction), then stale
-        addresses away: a frontend's address exists before traffic is forwarded for it."""
+        """Addresses on the public interface, then the rules (one nft transaction), then the pod
+        route (never before the table that guards it), then stale addresses away: a frontend's
+        address exists before traffic is forwarded for it."""
         want = {f.ip for f in self.fronts}
         if self.addresses is None:
             self.addresses = self._pool_addresses()
@@ -105,10 +113,13 @@ class CloudLB:
         if add:
             kip.batch([f"addr add {a}/32 dev {PUBLIC_IF}" for a in add], self.netns)
             self.addresses |= set(add)
-        rules = lb.render(self.fronts, self.nodes, self.healthy)
+        rules = lb.render(self.fronts, self.nodes, self.healthy, self.pod_cidrs)
         if rules != self.applied:
             nft.apply(self.netns, rules)
             self.applied = rules
+        if not self.routed:
+            kip.batch(self.pod_routes, self.netns)
+            self.routed = True
         drop = sorted(self.addresses - want, key=ipaddress.IPv4Address)
         if drop:
             kip.batch([f"addr del {a}/32 dev {PUBLIC_IF}" for a in drop], self.netns, force=True)
