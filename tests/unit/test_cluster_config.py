@@ -17,10 +17,20 @@ def test_default_config() -> None:
 
 def test_nodes_and_modes() -> None:
     cfg = parse_config({"apiVersion": "kubewire.io/v1alpha1", "kind": "Cluster",
-                        "networking": {"kubeProxyMode": "nftables", "routing": "vxlan", "kubeProxyNftablesLayout": "flat"},
+                        "networking": {"kubeProxyMode": "nftables", "routing": "direct", "kubeProxyNftablesLayout": "flat"},
                         "nodes": [{"name": "n1", "zone": "a", "allocatable": {"pods": 50, "cpu": "4"}}]}, "x")
-    assert cfg.proxy_mode == "nftables" and cfg.routing == "vxlan" and cfg.nftables_layout == "flat"
+    assert cfg.proxy_mode == "nftables" and cfg.routing == "direct" and cfg.nftables_layout == "flat"
     assert cfg.nodes[0].pods == 50 and cfg.nodes[0].cpu == "4"
+
+
+def test_an_overlay_is_refused_not_ignored() -> None:
+    """`routing: vxlan` is not built: the document is refused, naming the field, not silently run direct."""
+    import pytest
+
+    from kubewire.api.errors import ManifestError
+
+    with pytest.raises(ManifestError, match='networking.routing: Unsupported value: "vxlan": supported values: "direct"'):
+        parse_config({"apiVersion": "kubewire.io/v1alpha1", "kind": "Cluster", "networking": {"routing": "vxlan"}}, "x")
 
 
 @pytest.mark.parametrize(("doc", "path", "text"), [
