@@ -14,6 +14,7 @@ from collections.abc import Callable
 from kubewire.api.access import get_str
 from kubewire.api.config import validate_configmap, validate_namespace, validate_secret
 from kubewire.api.defaults import DEFAULTERS, apply_defaults, register_defaulter
+from kubewire.api.endpoints import validate_endpoints
 from kubewire.api.errors import FieldError, ManifestError, invalid, required
 from kubewire.api.kinds import UnknownKindError, lookup_kind
 from kubewire.api.loader import Document
@@ -34,6 +35,7 @@ VALIDATORS: dict[str, Validator] = {
     "ConfigMap": validate_configmap,
     "Secret": validate_secret,
     "Service": validate_service,
+    "Endpoints": validate_endpoints,
     "EndpointSlice": validate_endpointslice,
     "NetworkPolicy": validate_networkpolicy,
 }

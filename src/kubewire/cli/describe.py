@@ -251,8 +251,32 @@ def _endpoint_lines(ep: dict) -> list[str]:
     return lines
 
 
+# ---- Endpoints ----------------------------------------------------------------------------------
+
+
+def _endpoints_lines(ep: dict, store: Store) -> list[str]:
+    """describeEndpoints: per subset its ready and not-ready IPs and its ports."""
+    m = ep["metadata"]
+    lines = [f"Name:\t{m['name']}", f"Namespace:\t{m.get('namespace', '')}"]
+    lines += _labels("Labels", m.get("labels"))
+    lines += _annotations("Annotations", m.get("annotations"))
+    lines.append("Subsets:")
+    for ss in ep.get("subsets") or []:
+        for title, field in (("Addresses", "addresses"), ("NotReadyAddresses", "notReadyAddresses")):
+            ips = ",".join(a.get("ip", "") for a in ss.get(field) or [])
+            lines.append(f"  {title}:\t{ips or '<none>'}")
+        ports = ss.get("ports") or []
+        if ports:
+            lines += ["  Ports:", "    Name\tPort\tProtocol", "    ----\t----\t--------"]
+            lines += [f"    {p.get('name') or '<unset>'}\t{p.get('port', 0)}\t{p.get('protocol', '')}" for p in ports]
+        lines.append("")
+    lines.append("Events:\t<none>")
+    return lines
+
+
 TABBED: dict[str, Callable[[dict, Store], list[str]]] = {
     "Service": _service_lines,
+    "Endpoints": _endpoints_lines,
     "EndpointSlice": _endpointslice_lines,
 }
 

@@ -58,6 +58,10 @@ def _namespaced(obj: dict) -> bool:
         return True  # unknown kinds: apply names the error
 
 
+# what the API server (1.33+) sends with every v1 Endpoints request, and kubectl prints
+ENDPOINTS_DEPRECATED = "Warning: v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"
+
+
 def _ns(namespace: str | None) -> str:
     return namespace or "default"
 
@@ -75,6 +79,8 @@ def apply(files: list[str], namespace: str | None) -> None:
             if own and own != namespace and _namespaced(d.obj):
                 fail(f'{d.source}: document {d.index}: the namespace from the provided object "{own}" does not match '
                      f"the namespace \"{namespace}\". You must pass '--namespace={own}' to perform this operation.")
+    if any(isinstance(d.obj, dict) and d.obj.get("kind") == "Endpoints" and d.obj.get("apiVersion") == "v1" for d in docs):
+        print(ENDPOINTS_DEPRECATED, file=sys.stderr)
     res = apply_documents(h.store, docs, _ns(namespace), h.cfg.service_subnet)
     for r in res:
         info = _resolve(r.obj["kind"])
@@ -262,6 +268,8 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
         return
     h = handle()
     targets = _split_targets(args)
+    if any(info.kind == "Endpoints" for info, _ in targets):
+        print(ENDPOINTS_DEPRECATED, file=sys.stderr)
     single = len(targets) == 1 and targets[0][1] is not None  # kubectl's singleItemImplied
     found: list[dict] = []
     errors: list[str] = []

@@ -149,6 +149,25 @@ def _slice_endpoints(s: dict) -> str:
     return _listed(addrs) if addrs else "<unset>"
 
 
+def _endpoints(o: dict) -> str:
+    """kubectl's formatEndpoints: ip:port for every ready address and port, the first three."""
+    shown: list[str] = []
+    count = 0
+    for ss in o.get("subsets") or []:
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or []]
+        ports = ss.get("ports") or []
+        if not ports:
+            count += len(addrs)
+            shown += addrs
+            continue
+        for p in ports:
+            count += len(addrs)
+            shown += [f"[{ip}]:{p.get('port')}" if ":" in ip else f"{ip}:{p.get('port')}" for ip in addrs]
+    if count > 3:
+        return ",".join(shown[:3]) + f" + {count - 3} more..."
+    return ",".join(shown) or "<none>"
+
+
 def _ingress_hosts(o: dict) -> str:
     hosts = [r.get("host") for r in o.get("spec", {}).get("rules") or [] if r.get("host")]
     return ",".join(hosts) or "*"
@@ -204,6 +223,8 @@ COLUMNS: dict[str, list[Column]] = {
                      ("CONTROLLER", lambda o: o.get("spec", {}).get("controller", "")),
                      ("PARAMETERS", lambda o: "<none>"),
                      ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
+    "Endpoints": [("NAME", lambda o: o["metadata"]["name"]), ("ENDPOINTS", _endpoints),
+                  ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
     "EndpointSlice": [("NAME", lambda o: o["metadata"]["name"]), ("ADDRESSTYPE", lambda o: o.get("addressType", "")),
                       ("PORTS", _slice_ports),
                       ("ENDPOINTS", _slice_endpoints), ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],

@@ -1,0 +1,106 @@
+"""v1 Endpoints: validation and defaulting as the API server does them (ValidateEndpoints,
+SetDefaults_EndpointPort). The legacy API is still what older clients and hand-written
+selector-less Services use; the mirroring controller turns such objects into EndpointSlices."""
+
+from __future__ import annotations
+
+from kubewire.api.access import Errs, child, index
+from kubewire.api.defaults import register_defaulter
+from kubewire.api.errors import FieldError, invalid, not_supported, required
+from kubewire.api.names import is_dns1123_label, is_qualified_name, is_valid_port_num, name_is_dns_subdomain
+from kubewire.api.service import PROTOCOLS, check_schema, validate_endpoint_ip
+
+_ADDRESS = {
+    "ip": "string",
+    "hostname": "string",
+    "nodeName": "string",
+    "targetRef": {
+        "kind": "string",
+        "namespace": "string",
+        "name": "string",
+        "uid": "string",
+        "apiVersion": "string",
+        "resourceVersion": "string",
+        "fieldPath": "string",
+    },
+}
+ENDPOINTS_SCHEMA = {
+    "apiVersion": "string",
+    "kind": "string",
+    "metadata": "any",
+    "subsets": (
+        "list",
+        {
+            "addresses": ("list", _ADDRESS),
+            "notReadyAddresses": ("list", _ADDRESS),
+            "ports": ("list", {"name": "string", "port": "integer", "protocol": "string", "appProtocol": "string"}),
+        },
+    ),
+}
+
+
+def default_endpoints(obj: dict) -> None:
+    """SetDefaults_EndpointPort: TCP unless told otherwise."""
+    subsets = obj.get("subsets")
+    for ss in subsets if isinstance(subsets, list) else []:
+        ports = ss.get("ports") if isinstance(ss, dict) else None
+        for port in ports if isinstance(ports, list) else []:
+            if isinstance(port, dict) and not port.get("protocol"):
+                port["protocol"] = "TCP"
+
+
+def validate_endpoints(obj: dict, old: dict | None) -> list[FieldError]:
+    """validateEndpointSubsets: every subset has an address; addresses are usable unicast IPs;
+    ports are named (when there are several), in range and of a supported protocol."""
+    errs: Errs = []
+    check_schema(obj, ENDPOINTS_SCHEMA, "", errs)
+    if errs:
+        return errs
+    for i, ss in enumerate(obj.get("subsets") or []):
+        path = index("subsets", i)
+        addresses = ss.get("addresses") or []
+        not_ready = ss.get("notReadyAddresses") or []
+        if not addresses and not not_ready:
+            errs.append(required(path, "must specify `addresses` or `notReadyAddresses`"))
+        for field, items in (("addresses", addresses), ("notReadyAddresses", not_ready)):
+            for j, address in enumerate(items):
+                _validate_address(address, index(child(path, field), j), errs)
+        ports = ss.get("ports") or []
+        for j, port in enumerate(ports):
+            _validate_port(port, len(ports) > 1, index(child(path, "ports"), j), errs)
+    return errs
+
+
+def _validate_address(address: dict, path: str, errs: Errs) -> None:
+    ip = address.get("ip") or ""
+    if not ip:
+        errs.append(required(child(path, "ip")))
+    else:
+        errs.extend(validate_endpoint_ip(ip, child(path, "ip")))
+    hostname = address.get("hostname")
+    if hostname:
+        errs.extend(invalid(child(path, "hostname"), hostname, m) for m in is_dns1123_label(hostname))
+    node_name = address.get("nodeName")
+    if node_name is not None:
+        errs.extend(invalid(child(path, "nodeName"), node_name, m) for m in name_is_dns_subdomain(node_name))
+
+
+def _validate_port(port: dict, require_name: bool, path: str, errs: Errs) -> None:
+    name = port.get("name") or ""
+    if require_name and not name:
+        errs.append(required(child(path, "name")))
+    elif name:
+        errs.extend(invalid(child(path, "name"), name, m) for m in is_dns1123_label(name))
+    number = port.get("port") or 0
+    errs.extend(invalid(child(path, "port"), number, m) for m in is_valid_port_num(number))
+    protocol = port.get("protocol") or ""
+    if not protocol:
+        errs.append(required(child(path, "protocol")))
+    elif protocol not in PROTOCOLS:
+        errs.append(not_supported(child(path, "protocol"), protocol, PROTOCOLS))
+    app = port.get("appProtocol")
+    if app is not None:
+        errs.extend(invalid(child(path, "appProtocol"), app, m) for m in is_qualified_name(app))
+
+
+register_defaulter("Endpoints", default_endpoints)
