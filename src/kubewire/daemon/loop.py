@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from kubewire.cluster.addressing import Topology, cluster_dns_ip, plan_topology, state_dir
 from kubewire.cluster.config import ClusterConfig, parse_config
 from kubewire.controllers import lifecycle
+from kubewire.controllers.endpoints import EndpointsMemo
 from kubewire.controllers.endpointslice import EndpointSliceMemo
+from kubewire.controllers.endpointslicemirroring import MirroringMemo
 from kubewire.controllers.types import Op, Since, Snapshot
 from kubewire.daemon import GC_THRESHOLDS
 from kubewire.daemon.dnsfeed import RecordsFeed
@@ -93,12 +95,16 @@ class ControllerMemos:
     endpointslices: EndpointSliceMemo = field(default_factory=EndpointSliceMemo)
     services: Since = field(default_factory=Since)
     garbage: lifecycle.GarbageMemo = field(default_factory=lifecycle.GarbageMemo)
+    endpoints: EndpointsMemo = field(default_factory=EndpointsMemo)
+    mirroring: MirroringMemo = field(default_factory=MirroringMemo)
 
 
 def run_controllers(snap: Snapshot, rng: random.Random, memos: ControllerMemos | None = None) -> list[Op]:
     """One pass of every controller; with memos (the loop keeps them), over what changed."""
     from kubewire.controllers.deployment import reconcile_deployments
+    from kubewire.controllers.endpoints import reconcile_endpoints
     from kubewire.controllers.endpointslice import reconcile_endpointslices
+    from kubewire.controllers.endpointslicemirroring import mirror_endpoints
     from kubewire.controllers.replicaset import reconcile_replicasets
     from kubewire.controllers.scheduler import schedule
     from kubewire.controllers.serviceip import reconcile_services
@@ -110,7 +116,10 @@ def run_controllers(snap: Snapshot, rng: random.Random, memos: ControllerMemos |
     ops += reconcile_replicasets(snap, rng)
     ops += schedule(snap)
     ops += reconcile_services(snap, memos.services if memos else None)
-    ops += reconcile_endpointslices(snap, memo=memos.endpointslices if memos else None)
+    slice_ops = reconcile_endpointslices(snap, memo=memos.endpointslices if memos else None)
+    ops += slice_ops
+    ops += reconcile_endpoints(snap, memos.endpoints if memos else None, slice_ops)
+    ops += mirror_endpoints(snap, memos.mirroring if memos else None)
     return ops
 
 
