@@ -455,6 +455,54 @@ endpoints:
         "client-1", "http", vip, "80", "20", "/hostname") == [name] * 20, timeout=5)
 
 
+def test_endpoints_follow_slices_and_user_endpoints_are_mirrored_into_the_datapath(env: Env) -> None:
+    c = env.c
+    # v1 Endpoints of a selector Service: ready pods as addresses, the never-ready one apart
+    p = c.kw("get", "endpoints", "pair")
+    assert "v1 Endpoints is deprecated" in p.stderr
+    ips = sorted(pod["status"]["podIP"] for pod in c.pods("default", "app=pair"))
+    row = p.stdout.splitlines()[1].split()
+    assert row[0] == "pair" and sorted(row[1].split(",")) == [f"{ip}:8080" for ip in ips], p.stdout
+    mixed = c.json("get", "endpoints", "mixed")["subsets"]
+    assert [[a["targetRef"]["name"] for a in s.get("notReadyAddresses", [])] for s in mixed] == [["never-ready"]]
+    assert len(mixed[0]["addresses"]) == 1
+    # a selector-less Service fed the old way, by an Endpoints: mirrored into a slice, proxied
+    loner = c.json("get", "pod", "loner")["status"]["podIP"]
+
+    def legacy(ip: str) -> str:
+        return f"""apiVersion: v1
+kind: Service
+metadata: {{name: legacy}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: legacy}}
+subsets:
+- addresses: [{{ip: {ip}}}]
+  ports: [{{name: http, port: 8080}}]
+"""
+
+    c.apply(legacy(loner))
+    vip = env.vip("legacy")
+    mirrored = c.wait("a mirrored slice", lambda: env.slices("legacy"), timeout=5)
+    assert mirrored[0]["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"] == \
+        "endpointslicemirroring-controller.k8s.io"
+    assert c.wait("traffic to the Endpoints' address", lambda: env.probe(
+        "client-1", "http", vip, "80", "10", "/hostname") == ["loner"] * 10, timeout=5)
+    other = sorted(c.pods("default", "app=pair"), key=lambda q: q["metadata"]["name"])[0]
+    c.apply(legacy(other["status"]["podIP"]))
+    assert c.wait("traffic to the new address", lambda: env.probe(
+        "client-1", "http", vip, "80", "10", "/hostname") == [other["metadata"]["name"]] * 10, timeout=5)
+    c.kw("delete", "endpoints", "legacy")
+    c.wait("the mirrored slice gone", lambda: not env.slices("legacy"), timeout=5)
+    target = f"{vip}:80"
+    assert c.wait("refused", lambda: env.probe("client-1", "connect", "3", target)[target]["result"]
+                  == "ConnectionRefusedError", timeout=5)
+    c.kw("delete", "service", "legacy")
+
+
 def test_pod_reaches_itself_through_its_service(env: Env) -> None:
     assert env.probe("loner", "http", env.vip("loner"), "80", "20", "/hostname") == ["loner"] * 20
 
