@@ -623,7 +623,8 @@ spec:
 
 def test_cli_mistakes_are_answered_as_kubectl_answers_them(env: Env, tmp_path: Path) -> None:
     """--name after the subcommand; an explicit -n that contradicts the manifest; deleting what is
-    not there with --ignore-not-found; an unknown table for `rules`: clear answers, nothing changed."""
+    not there with --ignore-not-found; an unknown table for `rules`; a name with -A; curl to a
+    ClusterIP from the internet: clear answers, nothing changed."""
     c = env.c
     p = subprocess.run([*KW, "get", "services", "pair", "--name", c.name, "-o", "name"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "service/pair", p.stderr
@@ -639,6 +640,11 @@ def test_cli_mistakes_are_answered_as_kubectl_answers_them(env: Env, tmp_path: P
     assert p.returncode == 1 and p.stderr.strip() == 'Error from server (NotFound): services "no-such-service" not found'
     p = c.kw("rules", "--node", env.nodes[0], "-t", "bogus", check=False)
     assert p.returncode == 1 and p.stderr.startswith('error: table "bogus" does not exist') and "Traceback" not in p.stderr
+    p = c.kw("get", "service", "pair", "-A", check=False)
+    assert p.returncode == 1 and p.stderr.strip() == "error: a resource cannot be retrieved by name across all namespaces"
+    # the internet client cannot reach a ClusterIP, and is told why
+    p = c.kw("curl", f"http://{env.vip('pair')}/", "--max-time", "2", check=False)
+    assert p.returncode in (7, 28) and "is a ClusterIP (service CIDR" in p.stderr and "--from" in p.stderr, p.stderr
 
 
 def test_kube_proxy_writes_its_rules_again_after_someone_flushes_them(tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ With -o json it prints what a script wants: status, headers, body and curl's own
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubewire.cli.context import fail
 from kubewire.cli.objects import _container, _pod_for, handle, running_pid
@@ -109,4 +111,27 @@ def run_curl(url: str, from_: str | None, headers: list[str], method: str | None
         sys.stdout.flush()
         if res.stderr:
             sys.stderr.write(res.stderr)
+    if from_ is None and res.code in (7, 28):
+        hint = unreachable_hint(url, h.cfg.service_subnet, h.cfg.pod_subnet)
+        if hint:
+            print(hint, file=sys.stderr)
     sys.exit(res.code)
+
+
+def unreachable_hint(url: str, service_subnet: str, pod_subnet: str) -> str | None:
+    """Why the internet client cannot reach a ClusterIP or a pod IP, as in a real cluster."""
+    host = urlsplit(url if "//" in url else f"http://{url}").hostname or ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    for subnet, what in ((service_subnet, "a ClusterIP (service CIDR"), (pod_subnet, "a pod IP (pod CIDR")):
+        try:
+            net = ipaddress.ip_network(subnet, strict=False)
+        except ValueError:
+            continue
+        if ip.version == net.version and ip in net:
+            return (f"hint: {ip} is {what} {net}), which only pods and nodes reach, as in a real cluster: "
+                    "send from a pod with --from [NS/]POD, or from the internet to a NodePort, "
+                    "a LoadBalancer address or the ingress")
+    return None

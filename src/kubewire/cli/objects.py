@@ -268,6 +268,8 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
         return
     h = handle()
     targets = _split_targets(args)
+    if all_ns and any(name is not None for _, name in targets):
+        fail("a resource cannot be retrieved by name across all namespaces")
     if any(info.kind == "Endpoints" for info, _ in targets):
         print(ENDPOINTS_DEPRECATED, file=sys.stderr)
     single = len(targets) == 1 and targets[0][1] is not None  # kubectl's singleItemImplied
@@ -277,9 +279,7 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
     for info, name in targets:
         ns = None if all_ns or not info.namespaced else _ns(namespace)
         if name:
-            obj = h.store.get(info.kind, ns or "", name) if ns is not None or not info.namespaced else None
-            if obj is None and all_ns and info.namespaced:
-                obj = next((o for o in h.store.list(info.kind) if o["metadata"]["name"] == name), None)
+            obj = h.store.get(info.kind, ns or "", name)
             if obj is None:
                 errors.append(_not_found(info, name))
                 continue

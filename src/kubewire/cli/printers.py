@@ -276,7 +276,21 @@ def as_list(items: list[dict]) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (last-applied-configuration, ConfigMap files) as `|` blocks, as kubectl's
+    go-yaml writes them, instead of quoted strings with escaped or doubled newlines."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+
+
+_BlockDumper.add_representer(str, _str)
+
+
 def dump(obj: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(obj, indent=4)
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False).rstrip()
+    return yaml.dump(obj, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False).rstrip()
