@@ -6,24 +6,16 @@ from __future__ import annotations
 
 from kubewire.api.access import Errs, child, index
 from kubewire.api.defaults import register_defaulter
-from kubewire.api.errors import FieldError, invalid, not_supported, required
-from kubewire.api.names import is_dns1123_label, is_qualified_name, is_valid_port_num, name_is_dns_subdomain
-from kubewire.api.service import PROTOCOLS, check_schema, validate_endpoint_ip
+from kubewire.api.errors import FieldError, invalid, required
+from kubewire.api.names import is_dns1123_label, is_qualified_name, name_is_dns_subdomain
+from kubewire.api.service import (
+    OBJECT_REFERENCE_SCHEMA,
+    check_schema,
+    validate_endpoint_ip,
+    validate_port_and_protocol,
+)
 
-_ADDRESS = {
-    "ip": "string",
-    "hostname": "string",
-    "nodeName": "string",
-    "targetRef": {
-        "kind": "string",
-        "namespace": "string",
-        "name": "string",
-        "uid": "string",
-        "apiVersion": "string",
-        "resourceVersion": "string",
-        "fieldPath": "string",
-    },
-}
+_ADDRESS = {"ip": "string", "hostname": "string", "nodeName": "string", "targetRef": OBJECT_REFERENCE_SCHEMA}
 ENDPOINTS_SCHEMA = {
     "apiVersion": "string",
     "kind": "string",
@@ -91,13 +83,7 @@ def _validate_port(port: dict, require_name: bool, path: str, errs: Errs) -> Non
         errs.append(required(child(path, "name")))
     elif name:
         errs.extend(invalid(child(path, "name"), name, m) for m in is_dns1123_label(name))
-    number = port.get("port") or 0
-    errs.extend(invalid(child(path, "port"), number, m) for m in is_valid_port_num(number))
-    protocol = port.get("protocol") or ""
-    if not protocol:
-        errs.append(required(child(path, "protocol")))
-    elif protocol not in PROTOCOLS:
-        errs.append(not_supported(child(path, "protocol"), protocol, PROTOCOLS))
+    validate_port_and_protocol(port, path, errs)
     app = port.get("appProtocol")
     if app is not None:
         errs.extend(invalid(child(path, "appProtocol"), app, m) for m in is_qualified_name(app))

@@ -206,19 +206,20 @@ SERVICE_SCHEMA = {
         "conditions": ("list", _CONDITION_SCHEMA),
     },
 }
+OBJECT_REFERENCE_SCHEMA = {
+    "kind": "string",
+    "namespace": "string",
+    "name": "string",
+    "uid": "string",
+    "apiVersion": "string",
+    "resourceVersion": "string",
+    "fieldPath": "string",
+}
 ENDPOINT_SCHEMA = {
     "addresses": _STR_LIST,
     "conditions": {"ready": "boolean", "serving": "boolean", "terminating": "boolean"},
     "hostname": "string",
-    "targetRef": {
-        "kind": "string",
-        "namespace": "string",
-        "name": "string",
-        "uid": "string",
-        "apiVersion": "string",
-        "resourceVersion": "string",
-        "fieldPath": "string",
-    },
+    "targetRef": OBJECT_REFERENCE_SCHEMA,
     "deprecatedTopology": _STR_MAP,
     "nodeName": "string",
     "zone": "string",
@@ -798,6 +799,17 @@ def _go_service_port_key(protocol: str, port: int) -> GoValue:
     )
 
 
+def validate_port_and_protocol(port: dict, path: str, errs: Errs) -> None:
+    """A port number in range and a supported protocol, as a ServicePort or EndpointPort needs."""
+    number = port.get("port") or 0
+    errs.extend(invalid(child(path, "port"), number, m) for m in is_valid_port_num(number))
+    protocol = port.get("protocol") or ""
+    if not protocol:
+        errs.append(required(child(path, "protocol")))
+    elif protocol not in PROTOCOLS:
+        errs.append(not_supported(child(path, "protocol"), protocol, PROTOCOLS))
+
+
 def _validate_service_port(port: dict, require_name: bool, names: set[str], path: str, errs: Errs) -> None:
     name = port.get("name") or ""
     if require_name and not name:
@@ -807,13 +819,7 @@ def _validate_service_port(port: dict, require_name: bool, names: set[str], path
         if name in names:
             errs.append(duplicate(child(path, "name"), name))
         names.add(name)
-    number = port.get("port") or 0
-    errs.extend(invalid(child(path, "port"), number, m) for m in is_valid_port_num(number))
-    protocol = port.get("protocol") or ""
-    if not protocol:
-        errs.append(required(child(path, "protocol")))
-    elif protocol not in PROTOCOLS:
-        errs.append(not_supported(child(path, "protocol"), protocol, PROTOCOLS))
+    validate_port_and_protocol(port, path, errs)
     target = port.get("targetPort")
     target = 0 if target is None else target
     if is_int(target):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from kubewire.controllers.podutil import labels_of, meta
-from kubewire.controllers.types import Key, NamespacedName, Op, Since, Snapshot
+from kubewire.controllers.types import Key, NamespacedName, Op, Since, SliceOwners, Snapshot
 
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
@@ -33,24 +33,13 @@ ANNOTATION_LEADER = "control-plane.alpha.kubernetes.io/leader"
 MAX_CAPACITY = 1000
 
 
-class EndpointsMemo(Since):
+class EndpointsMemo(Since, SliceOwners):
     """The change-log cursor, plus each Service's managed slices, so that a changed slice names
     the Service whose Endpoints to recompute and a pass reads only the slices it needs."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.slice_owner: dict[NamespacedName, NamespacedName] = {}
-        self.slices_of: dict[NamespacedName, set[NamespacedName]] = {}
-
-    def track(self, key: NamespacedName, owner: NamespacedName | None) -> NamespacedName | None:
-        """Record a slice's owner (None: not a managed slice, or gone); returns the one before."""
-        before = self.slice_owner.pop(key, None)
-        if before is not None:
-            self.slices_of[before].discard(key)
-        if owner is not None:
-            self.slice_owner[key] = owner
-            self.slices_of.setdefault(owner, set()).add(key)
-        return before
+        Since.__init__(self)
+        SliceOwners.__init__(self)
 
 
 def _slice_owner(es: dict) -> NamespacedName | None:

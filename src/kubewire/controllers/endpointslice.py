@@ -34,7 +34,7 @@ from kubewire.controllers.podutil import (
     pod_phase,
 )
 from kubewire.controllers.replicaset import ALPHANUMS
-from kubewire.controllers.types import Cursor, Op, Snapshot
+from kubewire.controllers.types import Cursor, Op, SliceNames, SliceOwners, Snapshot, controller_ref
 
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -54,7 +54,7 @@ NamespacedName = tuple[str, str]
 _KINDS = ("Service", "Pod", "EndpointSlice", "Node")
 
 
-class EndpointSliceMemo:
+class EndpointSliceMemo(SliceOwners):
     """What the controller remembers between passes, so that a pass costs what changed.
 
     * In sync: the Services a pass found in sync, with the very objects it found them in sync
@@ -72,13 +72,12 @@ class EndpointSliceMemo:
     Keep one per control loop; a pass without one reconciles every Service."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.services: dict[NamespacedName, tuple[dict, list[dict], list[dict]]] = {}
         self.nodes: list[dict] = []
         self.max_per_slice = 0
         self.cursor: Cursor | None = None
         self.pending: set[NamespacedName] = set()
-        self.slices_of: dict[NamespacedName, set[NamespacedName]] = {}
-        self.slice_owner: dict[NamespacedName, NamespacedName] = {}
         self.selectors: dict[NamespacedName, dict[str, str]] = {}
         self.by_pair: dict[tuple[str, str, str], set[NamespacedName]] = {}
         self.select_all: dict[str, set[NamespacedName]] = {}
@@ -103,15 +102,7 @@ class EndpointSliceMemo:
         for key in [k for k in self.services if k not in services]:
             del self.services[key]
 
-    def track_slice(self, key: NamespacedName, owner: NamespacedName | None) -> NamespacedName | None:
-        """Record a slice's owner (None: not a managed slice, or gone); returns the one before."""
-        before = self.slice_owner.pop(key, None)
-        if before is not None:
-            self.slices_of[before].discard(key)
-        if owner is not None:
-            self.slice_owner[key] = owner
-            self.slices_of.setdefault(owner, set()).add(key)
-        return before
+    track_slice = SliceOwners.track
 
     def index_service(self, key: NamespacedName, svc: dict | None) -> None:
         """Index (or, for None, forget) a Service's selector."""
@@ -234,7 +225,7 @@ def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSl
     ratios = zone_cpu_ratios(memo.nodes)
     services = snap.index("Service")
     indexes: dict[str, LabelIndex] = {}
-    taken: dict[str, _SliceNames] = {}
+    taken: dict[str, SliceNames] = {}
     ops: list[Op] = []
     orphans: list[Op] = []
     for key in sorted(dirty):
@@ -249,34 +240,14 @@ def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSl
             continue
         if ns not in indexes:
             indexes[ns] = LabelIndex(snap.list("Pod", ns))
-            taken[ns] = _SliceNames(snap, ns)
+            taken[ns] = SliceNames(snap, ns)
         ops += _reconcile(key, svc, indexes[ns], existing, nodes, ratios, max_endpoints_per_slice, taken[ns], memo)
     return ops + orphans
 
 
-class _SliceNames:
-    """The slice names taken in a namespace, read from the snapshot only when a name is needed (a
-    pass that creates no slice never scans them)."""
-
-    def __init__(self, snap: Snapshot, namespace: str) -> None:
-        self.snap, self.namespace = snap, namespace
-        self.names: set[str] | None = None
-
-    def _load(self) -> set[str]:
-        if self.names is None:
-            self.names = {name for (n, name) in self.snap.index("EndpointSlice") if n == self.namespace}
-        return self.names
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._load()
-
-    def add(self, name: str) -> None:
-        self._load().add(name)
-
-
 def _reconcile(key: NamespacedName, svc: dict, pods_index: LabelIndex | None, existing: list[dict],
                nodes: dict[str, dict], ratios: dict[str, float] | None, max_per_slice: int,
-               taken: set[str] | _SliceNames,
+               taken: set[str] | SliceNames,
                memo: EndpointSliceMemo | None) -> list[Op]:  # fmt: skip
     """One Service (skipped when in sync with the same objects as before)."""
     spec = svc.get("spec") or {}
@@ -572,7 +543,7 @@ class _ServiceSync:
         nodes: dict[str, dict],
         ratios: dict[str, float] | None,
         max_per_slice: int,
-        taken: set[str] | _SliceNames,
+        taken: set[str] | SliceNames,
     ) -> None:
         self.svc = svc
         self.nodes = nodes
@@ -629,16 +600,7 @@ class _ServiceSync:
                 "generateName": prefix,
                 "namespace": self.ns,
                 "labels": self.labels_for(None)[0],
-                "ownerReferences": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Service",
-                        "name": self.name,
-                        "uid": self.uid,
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [controller_ref("v1", "Service", self.name, self.uid)],
             },
             "addressType": address_type,
             "endpoints": [],

@@ -31,7 +31,16 @@ from kubewire.api.addresses import parse_ip_sloppy
 from kubewire.api.names import name_is_dns_subdomain
 from kubewire.controllers.podutil import labels_of, meta
 from kubewire.controllers.replicaset import ALPHANUMS, MAX_NAME_LENGTH, RANDOM_LENGTH
-from kubewire.controllers.types import Key, NamespacedName, Op, Since, Snapshot
+from kubewire.controllers.types import (
+    Key,
+    NamespacedName,
+    Op,
+    Since,
+    SliceNames,
+    SliceOwners,
+    Snapshot,
+    controller_ref,
+)
 
 CONTROLLER_NAME = "endpointslicemirroring-controller.k8s.io"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -50,33 +59,20 @@ PortKey = str  # a set of ports, in any order
 SliceKey = tuple[str, PortKey]  # (address type, ports)
 
 
-class MirroringMemo(Since):
+class MirroringMemo(Since, SliceOwners):
     """The change-log cursor, plus the Endpoints each mirrored slice belongs to, so that a deleted or
     relabelled slice still names the Endpoints to look at again. Keep one per control loop; a plain
     Since also works, but then a pass scans every slice, and any slice written since the last pass
     (which may have been another Endpoints' before) makes it look at every Endpoints."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.slice_owner: dict[NamespacedName, NamespacedName] = {}
-        self.slices_of: dict[NamespacedName, set[NamespacedName]] = {}
+        Since.__init__(self)
+        SliceOwners.__init__(self)
 
     def rebuild(self, snap: Snapshot) -> None:
         self.slice_owner, self.slices_of = {}, {}
         for key, es in snap.index("EndpointSlice").items():
             self.track(key, mirrored_for(es))
-
-    def track(self, key: NamespacedName, owner: NamespacedName | None) -> NamespacedName | None:
-        """Record a slice's Endpoints (None: not mirrored, or gone); returns the one before."""
-        before = self.slice_owner.pop(key, None)
-        if before is not None:
-            self.slices_of[before].discard(key)
-            if not self.slices_of[before]:
-                del self.slices_of[before]
-        if owner is not None:
-            self.slice_owner[key] = owner
-            self.slices_of.setdefault(owner, set()).add(key)
-        return before
 
 
 def mirrored_for(es: dict) -> NamespacedName | None:
@@ -142,14 +138,14 @@ def _sync_all(
 ) -> tuple[list[Op], list[Key]]:
     ops: list[Op] = []
     pending: list[Key] = []
-    taken: dict[str, _SliceNames] = {}
+    taken: dict[str, SliceNames] = {}
     for ns, name in names:
         endpoints = snap.get("Endpoints", ns, name)
         existing = mirrored.of((ns, name))
         if endpoints is None or not _should_mirror(endpoints, snap.get("Service", ns, name)):
             written = [Op("delete", es) for es in existing]  # deleteMirroredSlices
         else:
-            names_in_ns = taken.setdefault(ns, _SliceNames(snap, ns))
+            names_in_ns = taken.setdefault(ns, SliceNames(snap, ns))
             written = _Reconciler(endpoints, max_per_subset, names_in_ns).run(existing)
         if written:
             ops += written
@@ -195,25 +191,6 @@ class _SliceIndex:
             if es is not None:
                 out.append(es)
         return out
-
-
-class _SliceNames:
-    """The slice names taken in a namespace, read only when a name is needed."""
-
-    def __init__(self, snap: Snapshot, namespace: str) -> None:
-        self.snap, self.namespace = snap, namespace
-        self.names: set[str] | None = None
-
-    def _load(self) -> set[str]:
-        if self.names is None:
-            self.names = {name for (ns, name) in self.snap.index("EndpointSlice") if ns == self.namespace}
-        return self.names
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._load()
-
-    def add(self, name: str) -> None:
-        self._load().add(name)
 
 
 # --- Endpoints to endpoints (RepackSubsets, utils.go) ---------------------------------------------
@@ -328,7 +305,7 @@ def _reference(ref: dict | None) -> dict:
 
 
 class _Reconciler:
-    def __init__(self, endpoints: dict, max_per_subset: int, taken: _SliceNames) -> None:
+    def __init__(self, endpoints: dict, max_per_subset: int, taken: SliceNames) -> None:
         m = meta(endpoints)
         self.endpoints = endpoints
         self.ns = m.get("namespace", "") or ""
@@ -424,16 +401,7 @@ class _Reconciler:
                 "namespace": self.ns,
                 "labels": labels,
                 "annotations": dict(self.annotations),
-                "ownerReferences": [
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Endpoints",
-                        "name": self.name,
-                        "uid": self.uid,
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
+                "ownerReferences": [controller_ref("v1", "Endpoints", self.name, self.uid)],
             },
             "addressType": address_type,
             "endpoints": [],

@@ -141,6 +141,54 @@ class Since:
         self.cursor, self.pending = snap.cursor, set(pending)
 
 
+def controller_ref(api_version: str, kind: str, name: str, uid: object) -> dict:
+    """metav1.NewControllerRef: the owner reference a controller puts on what it makes."""
+    return {"apiVersion": api_version, "kind": kind, "name": name, "uid": uid, "controller": True,
+            "blockOwnerDeletion": True}  # fmt: skip
+
+
+class SliceOwners:
+    """Which owner (a Service, or an Endpoints) each EndpointSlice belongs to, and the slices of
+    each owner: kept from the change log, so that a changed or deleted slice (which may have lost
+    the labels that said whose it was) names the owner to reconcile."""
+
+    def __init__(self) -> None:
+        self.slice_owner: dict[NamespacedName, NamespacedName] = {}
+        self.slices_of: dict[NamespacedName, set[NamespacedName]] = {}
+
+    def track(self, key: NamespacedName, owner: NamespacedName | None) -> NamespacedName | None:
+        """Record a slice's owner (None: none of ours, or gone); returns the one before."""
+        before = self.slice_owner.pop(key, None)
+        if before is not None:
+            self.slices_of[before].discard(key)
+            if not self.slices_of[before]:
+                del self.slices_of[before]
+        if owner is not None:
+            self.slice_owner[key] = owner
+            self.slices_of.setdefault(owner, set()).add(key)
+        return before
+
+
+class SliceNames:
+    """The EndpointSlice names taken in a namespace, read from the snapshot only when a name is
+    needed (a pass that creates no slice never scans them)."""
+
+    def __init__(self, snap: Snapshot, namespace: str) -> None:
+        self.snap, self.namespace = snap, namespace
+        self.names: set[str] | None = None
+
+    def _load(self) -> set[str]:
+        if self.names is None:
+            self.names = {name for (n, name) in self.snap.index("EndpointSlice") if n == self.namespace}
+        return self.names
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._load()
+
+    def add(self, name: str) -> None:
+        self._load().add(name)
+
+
 class SnapshotCache:
     """Parsed objects kept between snapshots, as an informer's cache: each step applies what was
     written since the last one, and each Snapshot it returns is an independent copy (its dicts of
