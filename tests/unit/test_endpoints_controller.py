@@ -120,12 +120,22 @@ def test_over_capacity_is_truncated_ready_first_and_annotated_once() -> None:
 def test_readiness_change_updates_and_service_deletion_deletes_with_the_memo() -> None:
     cache, memo = SnapshotCache(), EndpointsMemo()
     snap = settle([*two_zones(), service(), pod("a", "10.244.1.2"), pod("b", "10.244.1.3")])
-    user = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "lonely", "namespace": NS},
-            "subsets": [{"addresses": [{"ip": "192.0.2.1"}]}]}  # fmt: skip
-    snap = cache.apply([*snap.objects.values(), user], ())
+
+    def lone(name: str, **annotations: str) -> dict:
+        m: dict = {"name": name, "namespace": NS}
+        if annotations:
+            m["annotations"] = annotations
+        return {"apiVersion": "v1", "kind": "Endpoints", "metadata": m, "subsets": [{"addresses": [{"ip": "192.0.2.1"}]}]}
+
+    lock = lone("lock", **{"control-plane.alpha.kubernetes.io/leader": "{}"})
+    snap = cache.apply([*snap.objects.values(), lone("leftover"), lock], ())
+    # the first pass looks at everything, as upstream's start: a leftover without a Service goes, a lock stays
     ops = reconcile_endpoints(snap, memo)
-    assert [op.verb for op in ops] == ["create"]
-    snap = cache.apply(_stamped(ops), ())
+    assert sorted((op.verb, op.obj["metadata"]["name"]) for op in ops) == [("create", "web"), ("delete", "leftover")]
+    snap = cache.apply(_stamped([op for op in ops if op.verb == "create"]), [("Endpoints", NS, "leftover")])
+    assert reconcile_endpoints(snap, memo) == []
+    # written later without a Service: kept (upstream's controller does not watch Endpoints being added)
+    snap = cache.apply([lone("later")], ())
     assert reconcile_endpoints(snap, memo) == []
     # b turns not ready: its slice changes, so does the Endpoints
     flipped = pod("b", "10.244.1.3", ready=False)
@@ -133,11 +143,11 @@ def test_readiness_change_updates_and_service_deletion_deletes_with_the_memo() -
     slice_ops = reconcile_endpointslices(snap)
     snap = cache.apply(_stamped(slice_ops), ())
     ops = reconcile_endpoints(snap, memo)
-    assert ops == reconcile_endpoints(snap)
+    assert ops == [op for op in reconcile_endpoints(snap) if op.verb != "delete"]
     assert [op.verb for op in ops] == ["update"]
     assert ops[0].obj["subsets"][0]["notReadyAddresses"] == [addr("b", "10.244.1.3")]
     snap = cache.apply(_stamped(ops), ())
-    # the Service goes: its Endpoints go; an Endpoints without a Service that was never seen is kept
+    # the Service goes: its Endpoints go
     snap = cache.apply((), [("Service", NS, "web")])
     ops = reconcile_endpoints(snap, memo)
     assert [(op.verb, key_of(op.obj)) for op in ops] == [("delete", ("Endpoints", NS, "web"))]
@@ -192,7 +202,7 @@ def test_get_and_describe_endpoints_as_kubectl_prints_them() -> None:
     assert col(ep) == "10.244.1.2:8080,10.244.1.3:8080,10.244.1.4:8080 + 2 more..."
     assert col({"subsets": []}) == "<none>"
     assert col({"subsets": [{"addresses": [{"ip": "fd00::1"}], "ports": HTTP}]}) == "[fd00::1]:8080"
-    assert col({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.1"}], "ports": HTTP}]}) == "<none>"
+    assert col({"subsets": [{"notReadyAddresses": [{"ip": "10.0.0.1"}], "ports": HTTP}]}) == ""  # kubectl: blank
     two = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "db", "namespace": NS, "labels": {"a": "b"}},
            "subsets": [{"addresses": [{"ip": "192.0.2.1"}, {"ip": "192.0.2.2"}], "notReadyAddresses": [{"ip": "192.0.2.3"}],
                         "ports": [{"port": 5432, "protocol": "TCP"}]}]}  # fmt: skip
@@ -212,3 +222,38 @@ def test_get_and_describe_endpoints_as_kubectl_prints_them() -> None:
         "",
         "Events:  <none>",
     ]
+
+
+def test_endpoints_are_validated_and_defaulted_as_the_api_server_does() -> None:
+    from kubewire.api.errors import ManifestError
+    from kubewire.api.loader import read_text
+    from kubewire.api.validation import validate_and_default
+
+    def errors(subsets: str) -> list[str]:
+        (doc,) = read_text(f"apiVersion: v1\nkind: Endpoints\nmetadata: {{name: db}}\nsubsets: {subsets}\n", "ep.yaml")
+        try:
+            obj = validate_and_default(doc)
+        except ManifestError as e:
+            return [f"{fe.path}: {fe.message}" for fe in e.errors]
+        return [str(p) for s in obj["subsets"] for p in s.get("ports", [])]
+
+    assert errors("[{addresses: [{ip: 192.0.2.1}], ports: [{port: 5432}]}]") == [
+        "{'port': 5432, 'protocol': 'TCP'}"]  # TCP by default
+    assert errors("[{addresses: [{ip: not-an-ip}]}]") == [
+        'subsets[0].addresses[0].ip: Invalid value: "not-an-ip": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)',
+        'subsets[0].addresses[0].ip: Invalid value: "not-an-ip": must be a valid IP address']
+    assert errors("[{notReadyAddresses: [{ip: 127.0.0.1}]}, {ports: [{port: 80}]}]") == [
+        'subsets[0].notReadyAddresses[0].ip: Invalid value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)',
+        "subsets[1]: Required value: must specify `addresses` or `notReadyAddresses`"]
+    assert errors("[{addresses: [{ip: 192.0.2.1}], ports: [{port: 80}, {name: b, port: 0, protocol: XTP}]}]") == [
+        "subsets[0].ports[0].name: Required value",
+        "subsets[0].ports[1].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+        'subsets[0].ports[1].protocol: Unsupported value: "XTP": supported values: "SCTP", "TCP", "UDP"']
+
+
+def test_an_empty_selector_is_no_selector() -> None:
+    from kubewire.api.service import default_service
+
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"selector": {}, "ports": []}}
+    default_service(svc)
+    assert "selector" not in svc["spec"]  # selector-less: its Endpoints and slices are the user's

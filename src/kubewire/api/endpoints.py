@@ -5,9 +5,11 @@ selector-less Services use; the mirroring controller turns such objects into End
 from __future__ import annotations
 
 from kubewire.api.access import Errs, child, index
+from kubewire.api.addresses import parse_ip_sloppy
 from kubewire.api.defaults import register_defaulter
 from kubewire.api.errors import FieldError, invalid, required
 from kubewire.api.names import is_dns1123_label, is_qualified_name, name_is_dns_subdomain
+from kubewire.api.podspec import IP_EXAMPLE
 from kubewire.api.service import (
     OBJECT_REFERENCE_SCHEMA,
     check_schema,
@@ -65,10 +67,9 @@ def validate_endpoints(obj: dict, old: dict | None) -> list[FieldError]:
 
 def _validate_address(address: dict, path: str, errs: Errs) -> None:
     ip = address.get("ip") or ""
-    if not ip:
-        errs.append(required(child(path, "ip")))
-    else:
-        errs.extend(validate_endpoint_ip(ip, child(path, "ip")))
+    if parse_ip_sloppy(ip) is None:  # IsValidIPForLegacyField, then ValidateEndpointIP: two errors
+        errs.append(invalid(child(path, "ip"), ip, IP_EXAMPLE))
+    errs.extend(validate_endpoint_ip(ip, child(path, "ip")))
     hostname = address.get("hostname")
     if hostname:
         errs.extend(invalid(child(path, "hostname"), hostname, m) for m in is_dns1123_label(hostname))

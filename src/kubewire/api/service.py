@@ -375,6 +375,10 @@ def default_service(obj: dict) -> None:
         spec = obj["spec"] = {}
     if not isinstance(spec, dict):
         return
+    if spec.get("selector") == {}:
+        # an empty map does not survive the API's encoding (omitempty, protobuf): no selector at all,
+        # so the Service is selector-less, not one selecting every pod
+        del spec["selector"]
     if _unset(spec.get("sessionAffinity"), ""):
         spec["sessionAffinity"] = "None"
     if spec["sessionAffinity"] == "None":

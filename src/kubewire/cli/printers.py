@@ -163,9 +163,11 @@ def _endpoints(o: dict) -> str:
         for p in ports:
             count += len(addrs)
             shown += [f"[{ip}]:{p.get('port')}" if ":" in ip else f"{ip}:{p.get('port')}" for ip in addrs]
+    if not o.get("subsets"):
+        return "<none>"
     if count > 3:
         return ",".join(shown[:3]) + f" + {count - 3} more..."
-    return ",".join(shown) or "<none>"
+    return ",".join(shown)  # subsets without a ready address: an empty cell, as kubectl
 
 
 def _ingress_hosts(o: dict) -> str:

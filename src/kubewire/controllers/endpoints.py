@@ -14,7 +14,8 @@ Differences, deliberate: subsets, addresses and ports come in a stable sorted or
 by a hash of each), no last-change-trigger-time annotation (the slices carry none either), and an
 over-capacity Endpoints is written once, not again at every sync as upstream's comparison does.
 Selector-less and ExternalName Services are left alone (their Endpoints are the user's, mirrored
-into EndpointSlices by the mirroring controller); an Endpoints is deleted when its Service is.
+into EndpointSlices by the mirroring controller); an Endpoints is deleted when its Service is (and, as upstream's start-up sweep, by a pass over everything
+when its Service is gone).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice
         for key, es in {**snap.index("EndpointSlice"), **overlay}.items():
             index.track(key, _slice_owner(es) if es is not None else None)
         todo: set[NamespacedName] = set(services)
-        deleted: set[NamespacedName] = set()
+        # checkLeftoverEndpoints: at start, an Endpoints whose Service is gone (no lock) goes too
+        deleted: set[NamespacedName] = {
+            key for key, ep in snap.index("Endpoints").items() if key not in services and not _is_lock(ep)
+        }
     else:
         todo, deleted = _concerned(snap, changed, index)
         for key, es in overlay.items():
@@ -80,11 +84,12 @@ def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice
         current = snap.get("Endpoints", *key)
         svc = services.get(key)
         if svc is None:
-            if key in deleted and current is not None and not _is_lock(current):
+            if key in deleted and current is not None:
                 ops.append(Op("delete", current))
             continue
         slices = [es for k in sorted(index.slices_of.get(key, ()))
-                  if (es := overlay[k] if k in overlay else snap.get("EndpointSlice", *k))]  # fmt: skip
+                  if (es := overlay[k] if k in overlay else snap.get("EndpointSlice", *k))
+                  and _slice_owner(es) == key]  # a create of a taken name may have been refused  # fmt: skip
         op = sync_service(svc, slices, current)
         if op is not None:
             ops.append(op)
@@ -193,6 +198,8 @@ def subsets_from_slices(svc: dict, slices: list[dict]) -> list[dict]:
             address = _address(ep, addrs[0])
             akey = _address_key(address)
             ready = cond.get("ready") is not False
+            if akey in addresses:  # the same address in two slices: not ready wins (mapAddressByPort)
+                ready = ready and addresses[akey][1]
             addresses[akey] = (address, ready)
             for port in ports or [None]:
                 offered.setdefault(_port_key(port), set()).add(akey)
