@@ -503,6 +503,29 @@ subsets:
     c.kw("delete", "service", "legacy")
 
 
+def test_events_say_why_a_pod_is_not_ready(env: Env) -> None:
+    """describe shows what the scheduler, the kubelet and the controllers recorded, as kubectl's does."""
+    c, n2 = env.c, env.nodes[1]
+    def described() -> str | None:
+        out = c.kw("describe", "pod", "never-ready").stdout
+        return out if "Unhealthy" in out else None
+
+    text = c.wait("a failed readiness probe recorded", described, timeout=10)
+    lines = text[text.index("\nEvents:"):].splitlines()
+    assert lines[2].split() == ["Type", "Reason", "Age", "From", "Message"], text
+    assert any(ln.split()[:2] == ["Normal", "Scheduled"] and f"Successfully assigned default/never-ready to {n2}" in ln
+               for ln in lines), text  # fmt: skip
+    assert any(ln.split()[:2] == ["Normal", "Started"] and ln.split()[-4:] == ["kubelet", "Started", "container", "main"]
+               for ln in lines), text  # fmt: skip
+    assert any(ln.split()[:2] == ["Warning", "Unhealthy"]
+               and "Readiness probe failed: HTTP probe failed with statuscode: 503" in ln for ln in lines), text
+    rows = c.kw("get", "events").stdout.splitlines()
+    assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert any(r.split()[1:4] == ["Warning", "Unhealthy", "pod/never-ready"] for r in rows), rows
+    deploy_text = c.kw("describe", "deployment", "pair").stdout
+    assert "ScalingReplicaSet" in deploy_text and "Scaled up replica set pair-" in deploy_text, deploy_text
+
+
 def test_pod_reaches_itself_through_its_service(env: Env) -> None:
     assert env.probe("loner", "http", env.vip("loner"), "80", "20", "/hostname") == ["loner"] * 20
 

@@ -170,7 +170,8 @@ def pod(
 
 
 def ops_of(ops: list[Op], verb: str, kind: str | None = None) -> list[dict]:
-    return [o.obj for o in ops if o.verb == verb and (kind is None or o.obj["kind"] == kind)]
+    """The objects written with `verb` (of `kind`; without one, Events aside)."""
+    return [o.obj for o in ops if o.verb == verb and (o.obj["kind"] == kind if kind else o.obj["kind"] != "Event")]
 
 
 # --- a tiny cluster loop ----------------------------------------------------------------------------

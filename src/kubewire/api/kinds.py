@@ -41,6 +41,7 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("Deployment", "apps/v1", "deployments", ("deploy",), True),
     KindInfo("ReplicaSet", "apps/v1", "replicasets", ("rs",), True),
     KindInfo("Endpoints", "v1", "endpoints", ("ep",), True),
+    KindInfo("Event", "v1", "events", ("ev",), True),
     KindInfo("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", (), True),
     KindInfo("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies", ("netpol",), True),
     KindInfo("Ingress", "networking.k8s.io/v1", "ingresses", ("ing",), True),

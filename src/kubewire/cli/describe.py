@@ -133,7 +133,7 @@ def _service_lines(svc: dict, store: Store) -> list[str]:
         lines.append(f"LoadBalancer Source Ranges:\t{','.join(spec['loadBalancerSourceRanges'])}")
     if spec.get("trafficDistribution") is not None:
         lines.append(f"Traffic Distribution:\t{spec['trafficDistribution']}")
-    lines.append("Events:\t<none>")
+    lines += event_lines(svc, store)
     return lines
 
 
@@ -234,7 +234,7 @@ def _endpointslice_lines(eps: dict, store: Store) -> list[str]:
             lines += _endpoint_lines(ep)
     else:
         lines.append("Endpoints: <none>")
-    lines.append("Events:\t<none>")
+    lines += event_lines(eps, store)
     return lines
 
 
@@ -270,7 +270,7 @@ def _endpoints_lines(ep: dict, store: Store) -> list[str]:
             lines += ["  Ports:", "    Name\tPort\tProtocol", "    ----\t----\t--------"]
             lines += [f"    {p.get('name') or '<unset>'}\t{p.get('port', 0)}\t{p.get('protocol', '')}" for p in ports]
         lines.append("")
-    lines.append("Events:\t<none>")
+    lines += event_lines(ep, store)
     return lines
 
 
@@ -331,6 +331,34 @@ def _yaml_lines(value: object, indent: int) -> list[str]:
             out += [f"{pad}- {sub[0][indent + 2:]}"] + sub[1:]
         return out
     return [f"{pad}{_scalar(value)}"]
+
+
+def event_lines(o: dict, store: Store | None) -> list[str]:
+    """DescribeEvents: the object's Events, oldest last-seen first, repeats as "(xN over AGE)"."""
+    m = o["metadata"]
+    uid = m.get("uid")
+
+    def about(e: dict) -> bool:
+        ref = e.get("involvedObject") or {}
+        if uid:
+            return ref.get("uid") == uid
+        return ref.get("kind") == o.get("kind") and ref.get("name") == m.get("name")
+
+    events = [] if store is None else [e for e in store.list("Event", m.get("namespace") or "default") if about(e)]
+    if not events:
+        return ["Events:\t<none>"]
+    events.sort(key=lambda e: (e.get("lastTimestamp") or "", e.get("eventTime") or "", e["metadata"]["name"]))
+    lines = ["Events:", "  Type\tReason\tAge\tFrom\tMessage", "  ----\t------\t----\t----\t-------"]
+    for e in events:
+        first = age(e.get("firstTimestamp") or e["metadata"].get("creationTimestamp"))
+        count = int(e.get("count") or 1)
+        interval = f"{age(e.get('lastTimestamp'))} (x{count} over {first})" if count > 1 else first
+        src = e.get("source") or {}
+        source = src.get("component") or e.get("reportingComponent") or ""
+        host = src.get("host") or e.get("reportingInstance") or ""
+        source = f"{source}, {host}" if host else source
+        lines.append(f"  {e.get('type', '')}\t{e.get('reason', '')}\t{interval}\t{source}\t{(e.get('message') or '').strip()}")
+    return lines
 
 
 def describe_object(o: dict, store: Store) -> str:
@@ -415,5 +443,6 @@ def describe_object(o: dict, store: Store) -> str:
             lines.append(f"  {p['metadata']['namespace']:<16}{p['metadata']['name']}")
     else:
         lines += _generic_lines(o)
-    lines.append("Events:         <none>")
+    events = event_lines(o, store)
+    lines += ["Events:         <none>"] if len(events) == 1 else tabbed(events).splitlines()
     return "\n".join(lines)

@@ -379,14 +379,17 @@ def describe(args: list[str], namespace: str | None) -> None:
     from kubewire.cli.describe import describe_object
 
     h = handle()
+    first = True
     for info, name in _split_targets(args):
         objs = [h.store.get(info.kind, _ns(namespace) if info.namespaced else "", name)] if name else \
             h.store.list(info.kind, _ns(namespace) if info.namespaced else None)
         for o in objs:
             if o is None:
                 fail(f'Error from server (NotFound): {info.plural} "{name}" not found')
+            if not first:  # kubectl: a blank line between objects, none after the last
+                print("\n")
+            first = False
             print(describe_object(o, h.store))
-            print()
 
 
 def delete(args: list[str], files: list[str], namespace: str | None, grace: int | None, all_: bool, wait: bool,

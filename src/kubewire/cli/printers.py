@@ -170,6 +170,19 @@ def _endpoints(o: dict) -> str:
     return ",".join(shown)  # subsets without a ready address: an empty cell, as kubectl
 
 
+def _event_object(o: dict) -> str:
+    ref = o.get("involvedObject") or {}
+    kind = (ref.get("kind") or "").lower()
+    return f"{kind}/{ref['name']}" if ref.get("name") else kind
+
+
+def _event_source(o: dict) -> str:
+    src = o.get("source") or {}
+    component = src.get("component") or o.get("reportingComponent") or ""
+    host = src.get("host") or o.get("reportingInstance") or ""
+    return f"{component}, {host}" if host else component
+
+
 def _ingress_hosts(o: dict) -> str:
     hosts = [r.get("host") for r in o.get("spec", {}).get("rules") or [] if r.get("host")]
     return ",".join(hosts) or "*"
@@ -225,6 +238,9 @@ COLUMNS: dict[str, list[Column]] = {
                      ("CONTROLLER", lambda o: o.get("spec", {}).get("controller", "")),
                      ("PARAMETERS", lambda o: "<none>"),
                      ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
+    "Event": [("LAST SEEN", lambda o: age(o.get("lastTimestamp") or o["metadata"].get("creationTimestamp"))),
+              ("TYPE", lambda o: o.get("type", "")), ("REASON", lambda o: o.get("reason", "")),
+              ("OBJECT", _event_object), ("MESSAGE", lambda o: (o.get("message") or "").strip())],
     "Endpoints": [("NAME", lambda o: o["metadata"]["name"]), ("ENDPOINTS", _endpoints),
                   ("AGE", lambda o: age(o["metadata"].get("creationTimestamp")))],
     "EndpointSlice": [("NAME", lambda o: o["metadata"]["name"]), ("ADDRESSTYPE", lambda o: o.get("addressType", "")),
@@ -247,6 +263,9 @@ WIDE: dict[str, list[Column]] = {
              ("ZONE", lambda o: o["metadata"].get("labels", {}).get("topology.kubernetes.io/zone", "")),
              ("POD-CIDR", lambda o: o.get("spec", {}).get("podCIDR", "")),
              ("CONTAINER-RUNTIME", lambda o: o.get("status", {}).get("nodeInfo", {}).get("containerRuntimeVersion", ""))],
+    "Event": [("SUBOBJECT", lambda o: (o.get("involvedObject") or {}).get("fieldPath", "")), ("SOURCE", _event_source),
+              ("FIRST SEEN", lambda o: age(o.get("firstTimestamp") or o["metadata"].get("creationTimestamp"))),
+              ("COUNT", lambda o: str(o.get("count") or 1)), ("NAME", lambda o: o["metadata"]["name"])],
     "Service": [("SELECTOR", lambda o: ",".join(f"{k}={v}" for k, v in sorted((o["spec"].get("selector") or {}).items())) or "<none>")],
 }
 
@@ -259,6 +278,8 @@ def table_columns(kind: str, wide: bool = False, namespaced_all: bool = False, s
         if kind == "Service":  # kubectl cuts a LoadBalancer's ingress list only when not wide
             cols = [(h, (lambda o: _external_ip(o, wide=True)) if h == "EXTERNAL-IP" else f) for h, f in cols]
         cols += WIDE.get(kind, [])
+        if kind == "Event":  # kubectl puts SUBOBJECT and SOURCE before MESSAGE
+            cols = cols[:4] + cols[5:7] + [cols[4]] + cols[7:]
     if namespaced_all:
         cols.insert(0, ("NAMESPACE", lambda o: o["metadata"].get("namespace", "")))
     if show_labels:
@@ -269,6 +290,9 @@ def table_columns(kind: str, wide: bool = False, namespaced_all: bool = False, s
 def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool = False,
           show_labels: bool = False) -> str:
     cols = table_columns(kind, wide, namespaced_all, show_labels)
+    if kind == "Event":  # upstream names events <object>.<time>, so the API lists each object's in time order
+        objs = sorted(objs, key=lambda o: (o["metadata"].get("namespace", ""),
+                                           (o.get("involvedObject") or {}).get("name", ""), o.get("eventTime") or ""))
     rows = [[h for h, _ in cols]] + [[f(o) for _, f in cols] for o in objs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)

@@ -23,6 +23,7 @@ import math
 import random
 from collections.abc import Iterable
 
+from kubewire.controllers.events import DEPLOYMENT_CONTROLLER, Event, event_ops
 from kubewire.controllers.podutil import (
     claim,
     format_time,
@@ -338,6 +339,14 @@ class _Sync:
         self.created: dict[str, dict] = {}
         self.changed: dict[str, dict] = {}
         self.deleted: dict[str, dict] = {}
+        self.events: list[Event] = []
+
+    def _scaled(self, rs: dict, old: int, new: int) -> None:
+        """The ScalingReplicaSet event upstream records on the Deployment."""
+        way = "up" if new > old else "down"
+        self.events.append(Event(self.orig, "Normal", "ScalingReplicaSet",
+                                 f"Scaled {way} replica set {meta(rs)['name']} from {old} to {new}",
+                                 DEPLOYMENT_CONTROLLER))  # fmt: skip
 
     # -- bookkeeping
     def _touch(self, rs: dict) -> None:
@@ -349,6 +358,7 @@ class _Sync:
         out: list[Op] = [Op("create", rs) for rs in self.created.values()]
         out += [Op("update", rs) for name, rs in self.changed.items() if name not in self.deleted]
         out += [Op("delete", rs) for rs in self.deleted.values()]
+        out += event_ops(self.snap, self.events, self.now)
         orig_meta = {**self.orig["metadata"], "annotations": meta(self.orig).get("annotations") or {}}
         if self.d["metadata"] != orig_meta:
             upd = copy.deepcopy(self.orig)
@@ -487,6 +497,8 @@ class _Sync:
             self.created[name] = new_rs
             self.rs_pool[name] = new_rs
             already_exists = False
+            if replicas_of(new_rs) > 0:
+                self._scaled(new_rs, 0, replicas_of(new_rs))
         d["metadata"]["annotations"][REVISION_ANNOTATION] = new_revision
         if not already_exists and _progress_deadline(d) is not None:
             _set_condition(
@@ -574,6 +586,8 @@ class _Sync:
             or anns.get(DESIRED_REPLICAS_ANNOTATION) != desired
             or anns.get(MAX_REPLICAS_ANNOTATION) != maximum
         ):
+            if size_changes:
+                self._scaled(rs, replicas_of(rs), new_scale)
             rs.setdefault("spec", {})["replicas"] = new_scale
             self._set_replicas_annotations(rs)
             self._touch(rs)

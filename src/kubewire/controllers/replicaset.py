@@ -13,6 +13,7 @@ import functools
 import math
 import random
 
+from kubewire.controllers.events import REPLICASET_CONTROLLER, Event, event_ops
 from kubewire.controllers.podutil import (
     claim,
     controller_ref,
@@ -67,7 +68,7 @@ def reconcile_replicasets(snap: Snapshot, rng: random.Random | None = None) -> l
     for ns, rss in rss_by_ns.items():
         pods = pods_by_ns.get(ns, [])
         for rs in rss:
-            ops.extend(_sync_replicaset(rs, pods, rss, snap.now, rng, taken))
+            ops.extend(_sync_replicaset(rs, pods, rss, snap, rng, taken))
     return ops
 
 
@@ -75,10 +76,11 @@ def _sync_replicaset(
     rs: dict,
     pods: list[dict],
     rss_in_ns: list[dict],
-    now: float,
+    snap: Snapshot,
     rng: random.Random,
     taken: set[tuple[str, str]],
 ) -> list[Op]:
+    now = snap.now
     selector = (rs.get("spec") or {}).get("selector")
     if selector_is_empty(selector):
         # Validation forbids it; an empty selector would adopt every pod in the namespace.
@@ -88,7 +90,7 @@ def _sync_replicaset(
     ops.extend(Op("update", w) for w in writes)
 
     if not is_terminating(rs):
-        ops.extend(_manage_replicas(rs, filtered, pods, rss_in_ns, now, rng, taken))
+        ops.extend(_manage_replicas(rs, filtered, pods, rss_in_ns, snap, rng, taken))
 
     status = calculate_status(rs, filtered, now)
     if status != (rs.get("status") or {}):
@@ -103,18 +105,24 @@ def _manage_replicas(
     filtered: list[dict],
     pods: list[dict],
     rss_in_ns: list[dict],
-    now: float,
+    snap: Snapshot,
     rng: random.Random,
     taken: set[tuple[str, str]],
 ) -> list[Op]:
+    now = snap.now
     want = int((rs.get("spec") or {}).get("replicas", 1))
     diff = len(filtered) - want
     if diff < 0:
-        return [Op("create", _new_pod(rs, rng, taken)) for _ in range(min(-diff, BURST_REPLICAS))]
+        new = [_new_pod(rs, rng, taken) for _ in range(min(-diff, BURST_REPLICAS))]
+        events = [Event(rs, "Normal", "SuccessfulCreate", f"Created pod: {meta(p)['name']}", REPLICASET_CONTROLLER)
+                  for p in new]  # fmt: skip
+        return [Op("create", p) for p in new] + event_ops(snap, events, now)
     if diff > 0:
         related = _indirectly_related_pods(rs, pods, rss_in_ns)
         victims = pods_to_delete(filtered, related, min(diff, BURST_REPLICAS), now)
-        return [Op("delete", v) for v in victims]
+        events = [Event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {meta(v)['name']}", REPLICASET_CONTROLLER)
+                  for v in victims if "deletionTimestamp" not in meta(v)]  # fmt: skip
+        return [Op("delete", v) for v in victims] + event_ops(snap, events, now)
     return []
 
 

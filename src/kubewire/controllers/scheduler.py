@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kubewire.controllers.events import SCHEDULER, Event, event_ops
 from kubewire.controllers.podutil import (
     controller_ref,
     format_time,
@@ -284,6 +285,7 @@ def schedule(snap: Snapshot) -> list[Op]:
     index = _SelectorIndex(snap)
     peers = _PeerCounts(index, nodes)
     ops: list[Op] = []
+    events: list[Event] = []
     for pod in pending:
         feasible: list[_NodeState] = []
         rejected: dict[str, list[str]] = {}
@@ -305,11 +307,15 @@ def schedule(snap: Snapshot) -> list[Op]:
             updated = _with_scheduled_condition(pod, cond)
             if updated is not None:
                 ops.append(Op("status", updated))
+                events.append(Event(pod, "Warning", "FailedScheduling", cond["message"], SCHEDULER))
             continue
         best = _choose(pod, feasible, nodes, peers)
         bound = copy.deepcopy(pod)
         bound.setdefault("spec", {})["nodeName"] = best.name
         ops.append(Op("update", bound))
+        m = meta(pod)
+        events.append(Event(pod, "Normal", "Scheduled",
+                            f"Successfully assigned {m.get('namespace', '')}/{m['name']} to {best.name}", SCHEDULER))
         previous = get_condition(pod, "PodScheduled")
         if previous is not None and previous.get("status") != "True":
             # Clear an earlier Unschedulable verdict, as the binding subresource does upstream.
@@ -324,7 +330,7 @@ def schedule(snap: Snapshot) -> list[Op]:
                 ops.append(Op("status", scheduled))
         best.add(bound)
         peers.bound(bound, best.name)
-    return ops
+    return ops + event_ops(snap, events, snap.now)
 
 
 class _PeerCounts:

@@ -105,6 +105,7 @@ def run_controllers(snap: Snapshot, rng: random.Random, memos: ControllerMemos |
     from kubewire.controllers.endpoints import reconcile_endpoints
     from kubewire.controllers.endpointslice import reconcile_endpointslices
     from kubewire.controllers.endpointslicemirroring import mirror_endpoints
+    from kubewire.controllers.events import expire_events
     from kubewire.controllers.replicaset import reconcile_replicasets
     from kubewire.controllers.scheduler import schedule
     from kubewire.controllers.serviceip import reconcile_services
@@ -112,6 +113,7 @@ def run_controllers(snap: Snapshot, rng: random.Random, memos: ControllerMemos |
     ops: list[Op] = []
     ops += lifecycle.finish_namespaces(snap)
     ops += lifecycle.collect_garbage(snap, memos.garbage if memos else None)
+    ops += expire_events(snap)
     ops += reconcile_deployments(snap, rng)
     ops += reconcile_replicasets(snap, rng)
     ops += schedule(snap)

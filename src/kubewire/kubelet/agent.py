@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan, pod_netns, pod_veth
 from kubewire.cni.plan import PodWiring, plan_add, plan_delete
+from kubewire.controllers.events import KUBELET, Event, event_ops
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.kernel import ip as kip
 from kubewire.kernel import probe as kprobe
@@ -88,7 +89,13 @@ class NodeAgent:
         self.exited: set[int] = set()  # PIDs whose pidfd turned readable since the last look
         self.next_visit: dict[str, float] = {}  # uid -> when the pod next needs a look without news
         self.seen_rv: dict[str, str] = {}  # uid -> resourceVersion whose status we last checked
+        self.events: list[Event] = []  # recorded since the last step (probes record from their tasks)
         self._load()
+
+    def _event(self, rt: PodRT, c: ContainerRT | None, type_: str, reason: str, message: str) -> None:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": rt.name, "namespace": rt.namespace, "uid": rt.uid}}
+        self.events.append(Event(pod, type_, reason, message, KUBELET,
+                                 field_path=f"spec.containers{{{c.name}}}" if c else ""))  # fmt: skip
 
     # ---- persistence -----------------------------------------------------------------------
     def _load(self) -> None:
@@ -164,6 +171,9 @@ class NodeAgent:
                 st = pod_status(pod, rt, self.node.ip, now_rfc3339())
                 if pod.get("status", {}) != st:
                     ops.append(Op("status", {**pod, "status": st}))
+        if self.events:
+            ops += event_ops(snap, self.events, now)
+            self.events = []
         self._save(changed | (self.dirty & set(self.pods)))
         self.dirty.clear()
         for uid in [u for u in self.next_visit if u not in self.pods]:
@@ -302,6 +312,9 @@ class NodeAgent:
         c.pid = kproc.spawn(spec_)
         c.ticks = kproc.start_ticks(c.pid)
         self._watch(c.pid)
+        self._event(rt, c, "Normal", "Pulled", f'Container image "{spec.get("image", "")}" already present on machine')
+        self._event(rt, c, "Normal", "Created", f"Created container: {c.name}")
+        self._event(rt, c, "Normal", "Started", f"Started container {c.name}")
         c.state, c.reason, c.message, c.exit_code = "running", "", "", None
         c.started_at = now_rfc3339()
         c.run_started = time.time()
@@ -366,6 +379,9 @@ class NodeAgent:
                     c.message = f"back-off {int(delay)}s restarting failed container={name} pod={rt.name}_{rt.namespace}({rt.uid})" if delay else ""
                     c.restarts += 1
                     changed = True
+                    if delay:
+                        self._event(rt, c, "Warning", "BackOff",
+                                    f"Back-off restarting failed container {name} in pod {rt.name}_{rt.namespace}({rt.uid})")
             if c.state == "waiting" and now >= c.next_start and rt.terminating_since is None:
                 self._start(rt, c, pod, spec, snap)
                 changed = True
@@ -417,6 +433,9 @@ class NodeAgent:
             cc = cur.containers.get(c.name) if cur else None
             if cc is None or cc.pid != pid or cc.state != "running":
                 return
+            if not ok:
+                kind = "Readiness" if which == "ready" else "Liveness"
+                self._event(cur, cc, "Warning", "Unhealthy", f"{kind} probe failed: {_msg}".strip())
             if which == "ready":
                 if ok:
                     cc.probe_ok, cc.probe_fail = cc.probe_ok + 1, 0
@@ -432,6 +451,7 @@ class NodeAgent:
                 cc.live_fail = 0 if ok else cc.live_fail + 1
                 if cc.live_fail >= int(probe.get("failureThreshold", 3)):
                     cc.live_fail = 0
+                    self._event(cur, cc, "Normal", "Killing", f"Container {cc.name} failed liveness probe, will be restarted")
                     kproc.signal_group(cc.pid, cc.ticks, signal.SIGKILL)
             self.wake()
 
@@ -487,6 +507,7 @@ class NodeAgent:
         for c in running:
             if c.name not in self.stopping.get(rt.uid, set()) and (rt.uid, c.name, "preStop") not in self.probing:
                 self.stopping.setdefault(rt.uid, set()).add(c.name)
+                self._event(rt, c, "Normal", "Killing", f"Stopping container {c.name}")
                 kproc.signal_group(c.pid, c.ticks, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
         if not running:
             self.stopping.pop(rt.uid, None)

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from kubewire.controllers.events import SERVICE_CONTROLLER, Event, event_ops
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.ingress import lb
 from kubewire.kernel import ip as kip
@@ -72,12 +73,16 @@ class CloudLB:
         services = [s for s in snap.list("Service") if lb.is_load_balancer(s)]
         ips, problems = lb.allocate(services, self.pool)
         ops: list[Op] = []
+        events: list[Event] = []
         for s in services:
             if not lb.is_load_balancer(s):
                 continue
             want = lb.status_for(ips.get(lb.key_of(s)))["loadBalancer"]
             status = dict(s.get("status") or {})
             if status.get("loadBalancer") != want:
+                if want.get("ingress") and not (status.get("loadBalancer") or {}).get("ingress"):
+                    events += [Event(s, "Normal", "EnsuringLoadBalancer", "Ensuring load balancer", SERVICE_CONTROLLER),
+                               Event(s, "Normal", "EnsuredLoadBalancer", "Ensured load balancer", SERVICE_CONTROLLER)]
                 status["loadBalancer"] = want
                 m = s["metadata"]
                 ops.append(Op("status", {"apiVersion": "v1", "kind": "Service", "status": status,
@@ -86,9 +91,14 @@ class CloudLB:
         slices = snap.list("EndpointSlice") if lb.wants_endpoints(services) else []
         fronts, p = lb.frontends(services, ips, slices)
         problems += p
+        by_key = {f"service {lb.key_of(s)[0]}/{lb.key_of(s)[1]}: ": s for s in services}
         for msg in sorted(set(problems) - self.problems):
             log(msg)
+            svc = next((obj for prefix, obj in by_key.items() if msg.startswith(prefix)), None)
+            if svc is not None:  # shown by `describe service`, as the service controller's warnings are
+                events.append(Event(svc, "Warning", "SyncLoadBalancerFailed", msg.split(": ", 1)[1], SERVICE_CONTROLLER))
         self.problems = set(problems)
+        ops += event_ops(snap, events, snap.now or time.time())
         if fronts != self.fronts:
             self.fronts = fronts
             self.wake.set()
