@@ -46,13 +46,6 @@ def _micro(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse(ts: str | None) -> float | None:
-    try:
-        return datetime.strptime(ts or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def _reference(obj: dict, field_path: str) -> dict:
     m = obj.get("metadata") or {}
     ref = {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", ""), "name": m.get("name", "")}
@@ -112,11 +105,12 @@ def event_ops(snap: Snapshot, events: Iterable[Event], now: float) -> list[Op]:
 
 
 def expire_events(snap: Snapshot, ttl: float = EVENT_TTL_SECONDS) -> list[Op]:
-    """Events last seen more than `ttl` seconds ago are deleted."""
-    cutoff = snap.now - ttl
+    """Events last seen more than `ttl` seconds ago are deleted (RFC 3339 in UTC with whole
+    seconds sorts as text, so no timestamp is parsed)."""
+    cutoff = _time(snap.now - ttl)
     ops = []
     for ev in snap.index("Event").values():
-        last = _parse(ev.get("lastTimestamp")) or _parse((ev.get("metadata") or {}).get("creationTimestamp"))
-        if last is not None and last < cutoff:
+        last = ev.get("lastTimestamp") or (ev.get("metadata") or {}).get("creationTimestamp") or ""
+        if len(last) == len(cutoff) and last < cutoff:
             ops.append(Op("delete", ev))
     return ops
