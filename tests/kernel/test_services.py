@@ -522,6 +522,9 @@ def test_events_say_why_a_pod_is_not_ready(env: Env) -> None:
     rows = c.kw("get", "events").stdout.splitlines()
     assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert any(r.split()[1:4] == ["Warning", "Unhealthy", "pod/never-ready"] for r in rows), rows
+    items = json.loads(c.kw("get", "events", "--sort-by=.lastTimestamp", "-o", "json").stdout)["items"]
+    stamps = [e["lastTimestamp"] for e in items]
+    assert len(stamps) > 10 and stamps == sorted(stamps)
     deploy_text = c.kw("describe", "deployment", "pair").stdout
     assert "ScalingReplicaSet" in deploy_text and "Scaled up replica set pair-" in deploy_text, deploy_text
 

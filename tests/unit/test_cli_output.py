@@ -36,3 +36,26 @@ def test_curl_hint_names_cluster_and_pod_addresses_only() -> None:
     assert hint is not None and "is a pod IP (pod CIDR 10.244.0.0/16)" in hint
     for url in ("http://203.0.113.10/", "https://api.stripe.com/", "http://[fd00::1]/"):
         assert unreachable_hint(url, svc, pods) is None
+
+
+def test_sort_by_orders_as_kubectl() -> None:
+    import pytest
+
+    from kubewire.cli.sortby import api_order, sort_items
+
+    def names(items: list[dict]) -> list[str]:
+        return [o["metadata"]["name"] for o in items]
+
+    pods = [{"metadata": {"name": n}, "status": s} for n, s in
+            [("web-10", {"restarts": 3}), ("web-2", {"restarts": 10}), ("web-1", {})]]  # fmt: skip
+    assert names(sort_items(pods, ".metadata.name")) == ["web-1", "web-2", "web-10"]  # natural order
+    assert names(sort_items(pods, "{.status.restarts}")) == ["web-1", "web-10", "web-2"]  # missing first, numbers by value
+    assert names(sort_items(pods, "metadata.name")) == ["web-1", "web-2", "web-10"]  # relaxed path
+    with pytest.raises(ValueError, match='couldn\'t find any field with path "{.spec.nope}" in the list of objects'):
+        sort_items(pods, ".spec.nope")
+    times = [{"metadata": {"name": n}, "lastTimestamp": t} for n, t in
+             [("b", "2026-11-27T03:00:10Z"), ("a", "2026-11-27T03:00:09Z")]]  # fmt: skip
+    assert names(sort_items(times, ".lastTimestamp")) == ["a", "b"]
+    events = [{"metadata": {"name": f"e{i}", "namespace": "ns"}, "involvedObject": {"name": obj}, "eventTime": t}
+              for i, (obj, t) in enumerate([("web", "2"), ("api", "3"), ("web", "1")])]  # fmt: skip
+    assert names(api_order("Event", events)) == ["e1", "e2", "e0"]  # per object, in time order

@@ -113,6 +113,8 @@ def get(
         "true", "--allow-missing-template-keys", metavar="BOOL",
         help="false: a key a jsonpath template names but the object lacks is an error (default: prints nothing)."),
     no_headers: bool = typer.Option(False, "--no-headers", help="No header row (tables, custom-columns)."),
+    sort_by: str | None = typer.Option(None, "--sort-by", metavar="JSONPATH",
+                                       help="Order the list by a field, e.g. .lastTimestamp or .metadata.name."),
     watch: bool = typer.Option(False, "-w", "--watch", help="After listing, print each change (one type; until Ctrl-C)."),
     watch_only: bool = typer.Option(False, "--watch-only", help="Print each change, without listing first."),
     output_watch_events: bool = typer.Option(
@@ -123,7 +125,7 @@ def get(
     """Display objects, as kubectl get does; with -w, then every change to them."""
     allow = _go_bool(allow_missing_template_keys, "--allow-missing-template-keys")
     watching = objcmd.WatchFlags(watch, watch_only, output_watch_events, request_timeout)
-    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels, allow, no_headers, watching)
+    objcmd.get(args, namespace, all_namespaces, output, selector, show_labels, allow, no_headers, watching, sort_by)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from kubewire.api.loader import load_paths, read_paths
 from kubewire.cli import watch as watchmod
 from kubewire.cli.context import fail, out_console, state
 from kubewire.cli.printers import as_list, dump, table
+from kubewire.cli.sortby import api_order, sort_items
 from kubewire.cluster.addressing import NodePlan
 from kubewire.controllers.types import Op
 from kubewire.daemon.lifecycle import ClusterError, Handle, open_cluster
@@ -256,7 +257,7 @@ def _not_found(info: KindInfo, name: str) -> str:
 
 def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None, selector: str | None,
         show_labels: bool, allow_missing_keys: bool = True, no_headers: bool = False,
-        watching: WatchFlags | None = None) -> None:
+        watching: WatchFlags | None = None, sort_by: str | None = None) -> None:
     if output and output.startswith("="):
         output = output[1:]
     watching = watching or WatchFlags()
@@ -286,6 +287,12 @@ def get(args: list[str], namespace: str | None, all_ns: bool, output: str | None
             objs = [obj]
         else:
             objs = [o for o in h.store.list(info.kind, ns) if _selector_match(o["metadata"].get("labels") or {}, selector)]
+            objs = api_order(info.kind, objs)
+            if sort_by:
+                try:
+                    objs = sort_items(objs, sort_by)
+                except ValueError as e:
+                    fail(str(e))
         found += objs
         if groups and groups[-1][0] == info:
             groups[-1][1].extend(objs)

@@ -290,9 +290,6 @@ def table_columns(kind: str, wide: bool = False, namespaced_all: bool = False, s
 def table(kind: str, objs: list[dict], wide: bool = False, namespaced_all: bool = False,
           show_labels: bool = False) -> str:
     cols = table_columns(kind, wide, namespaced_all, show_labels)
-    if kind == "Event":  # upstream names events <object>.<time>, so the API lists each object's in time order
-        objs = sorted(objs, key=lambda o: (o["metadata"].get("namespace", ""),
-                                           (o.get("involvedObject") or {}).get("name", ""), o.get("eventTime") or ""))
     rows = [[h for h, _ in cols]] + [[f(o) for _, f in cols] for o in objs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     return "\n".join("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in rows)
