@@ -59,3 +59,11 @@ def test_sort_by_orders_as_kubectl() -> None:
     events = [{"metadata": {"name": f"e{i}", "namespace": "ns"}, "involvedObject": {"name": obj}, "eventTime": t}
               for i, (obj, t) in enumerate([("web", "2"), ("api", "3"), ("web", "1")])]  # fmt: skip
     assert names(api_order("Event", events)) == ["e1", "e2", "e0"]  # per object, in time order
+
+
+def test_sort_by_quantities_and_a_single_item() -> None:
+    from kubewire.cli.sortby import sort_items
+
+    items = [{"metadata": {"name": n}, "mem": m} for n, m in [("a", "1Gi"), ("b", "100Mi"), ("c", "500m")]]
+    assert [o["metadata"]["name"] for o in sort_items(items, ".mem")] == ["c", "b", "a"]
+    assert sort_items(items[:1], ".nothing") == items[:1]  # one row: nothing to order, no error

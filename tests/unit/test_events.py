@@ -108,3 +108,24 @@ def test_describe_and_get_events_as_kubectl_prints_them() -> None:
     rows = table("Event", evs).splitlines()
     assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert rows[1].split()[1:4] == ["Normal", "Scheduled", "pod/web"]
+
+
+def test_spam_filter_lets_25_through_then_one_per_five_minutes() -> None:
+    from kubewire.controllers.events import SpamFilter
+
+    f = SpamFilter()
+    probe = Event(POD, "Warning", "Unhealthy", "Readiness probe failed: x", "kubelet", host="n1")
+    assert [f.allow(probe, T0 + i) for i in range(30)].count(True) == 25  # a failing probe every second
+    assert not f.allow(probe, T0 + 60)
+    assert f.allow(probe, T0 + 30 + 300) and not f.allow(probe, T0 + 30 + 301)
+    other = Event({**POD, "metadata": {**POD["metadata"], "uid": "u2"}}, "Normal", "Started", "s", "kubelet", host="n1")
+    assert f.allow(other, T0 + 60)  # per object
+
+
+def test_a_pod_that_stays_unschedulable_is_said_again_every_five_minutes() -> None:
+    big = pod("big", nodeSelector={"disk": "ssd"})
+    snap = Snapshot.of([node("n1", "zone-a"), big], now=T0)
+    snap = applied(snap, schedule(snap))
+    assert events(schedule(Snapshot(snap.objects, T0 + 200))) == []
+    (op,) = [op for op in schedule(Snapshot(snap.objects, T0 + 301)) if op.obj["kind"] == "Event"]
+    assert op.verb == "update" and op.obj["count"] == 2  # so it neither goes stale nor expires while pending

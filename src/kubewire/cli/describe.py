@@ -353,10 +353,7 @@ def event_lines(o: dict, store: Store | None) -> list[str]:
         first = age(e.get("firstTimestamp") or e["metadata"].get("creationTimestamp"))
         count = int(e.get("count") or 1)
         interval = f"{age(e.get('lastTimestamp'))} (x{count} over {first})" if count > 1 else first
-        src = e.get("source") or {}
-        source = src.get("component") or e.get("reportingComponent") or ""
-        host = src.get("host") or e.get("reportingInstance") or ""
-        source = f"{source}, {host}" if host else source
+        source = (e.get("source") or {}).get("component") or e.get("reportingComponent") or ""  # no host, as kubectl
         lines.append(f"  {e.get('type', '')}\t{e.get('reason', '')}\t{interval}\t{source}\t{(e.get('message') or '').strip()}")
     return lines
 

@@ -8,8 +8,10 @@ import re
 from typing import Any
 
 from kubewire.cli.jsonpath import JSONPathError, parse
+from kubewire.controllers.podutil import parse_quantity
 
 _CHUNKS = re.compile(r"(\d+)")
+_QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[numkMGTPE]|[KMGTPE]i)?$")
 
 
 def relaxed(field: str) -> str:
@@ -25,11 +27,13 @@ def _natural(s: str) -> tuple:
     return tuple((0, int(c), "") if c.isdigit() else (1, 0, c) for c in _CHUNKS.split(s) if c)
 
 
-def _key(v: Any) -> tuple:
+def _key(v: Any, quantities: bool) -> tuple:
     if isinstance(v, bool):
         return (1, _natural(str(v).lower()))
     if isinstance(v, int | float):
         return (0, v)
+    if quantities:  # isLess: two resource quantities ("500m", "1Gi") compare by value
+        return (0, parse_quantity(v))
     return (1, _natural(v if isinstance(v, str) else str(v)))
 
 
@@ -39,7 +43,7 @@ def api_order(kind: str, items: list[dict]) -> list[dict]:
     if kind != "Event":
         return items
     return sorted(items, key=lambda o: (o["metadata"].get("namespace", ""),
-                                        (o.get("involvedObject") or {}).get("name", ""), o.get("eventTime") or ""))
+                                        (o.get("involvedObject") or {}).get("name", "") + ".", o.get("eventTime") or ""))
 
 
 def sort_items(items: list[dict], field: str) -> list[dict]:
@@ -53,7 +57,11 @@ def sort_items(items: list[dict], field: str) -> list[dict]:
     for o in items:
         groups = template.execute(o, True)
         values.append(groups[0][0] if groups and groups[0] else None)
-    if items and all(v is None for v in values):
+    if len(items) <= 1:
+        return items  # kubectl sorts (and can complain) only when there is something to order
+    if all(v is None for v in values):
         raise ValueError(f'couldn\'t find any field with path "{path}" in the list of objects')
-    order = sorted(range(len(items)), key=lambda i: (values[i] is not None, _key(values[i]) if values[i] is not None else ()))
+    quantities = all(isinstance(v, str) and _QUANTITY.match(v) for v in values if v is not None)
+    order = sorted(range(len(items)),
+                   key=lambda i: (values[i] is not None, _key(values[i], quantities) if values[i] is not None else ()))
     return [items[i] for i in order]

@@ -18,6 +18,9 @@ from datetime import UTC, datetime
 from kubewire.controllers.types import Op, Snapshot
 
 EVENT_TTL_SECONDS = 3600.0
+SPAM_BURST = 25  # events_cache.go: defaultSpamBurst
+SPAM_REFILL_SECONDS = 300.0  # defaultSpamQPS = 1/300
+REFRESH_SECONDS = 300.0  # a standing condition is recorded again this often (the scheduler retries every 5 min)
 SCHEDULER = "default-scheduler"
 KUBELET = "kubelet"
 REPLICASET_CONTROLLER = "replicaset-controller"
@@ -36,6 +39,41 @@ class Event:
     component: str
     field_path: str = ""  # e.g. spec.containers{main}
     host: str = ""
+
+
+class SpamFilter:
+    """The correlator's spam filter: per source and object, a bucket of 25 events refilled one per
+    five minutes, so a pod failing its probe every second writes 25 Events, then one per 5 min."""
+
+    def __init__(self, burst: int = SPAM_BURST, refill: float = SPAM_REFILL_SECONDS) -> None:
+        self.burst, self.refill = burst, refill
+        self.buckets: dict[tuple, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def allow(self, e: Event, now: float) -> bool:
+        m = e.involved.get("metadata") or {}
+        key = (e.component, e.host, m.get("uid") or (e.involved.get("kind"), m.get("namespace"), m.get("name")))
+        tokens, at = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.refill)
+        if tokens < 1:
+            self.buckets[key] = (tokens, now)
+            return False
+        self.buckets[key] = (tokens - 1, now)
+        return True
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in self.buckets if k[2] == uid]:
+            del self.buckets[key]
+
+
+def stale(snap: Snapshot, e: Event, now: float, after: float = REFRESH_SECONDS) -> bool:
+    """True when this event was never recorded, or last recorded more than `after` seconds ago: a
+    condition that stands (a pod still unschedulable) is recorded again, so its Event neither goes
+    stale nor expires while it lasts."""
+    ns = (e.involved.get("metadata") or {}).get("namespace") or "default"
+    existing = snap.get("Event", ns, event_name(e))
+    if existing is None:
+        return True
+    return (existing.get("lastTimestamp") or "") < _time(now - after)
 
 
 def _time(t: float) -> str:

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubewire.controllers.events import SCHEDULER, Event, event_ops
+from kubewire.controllers.events import SCHEDULER, Event, event_ops, stale
 from kubewire.controllers.podutil import (
     controller_ref,
     format_time,
@@ -305,9 +305,12 @@ def schedule(snap: Snapshot) -> list[Op]:
                 "lastTransitionTime": now,
             }
             updated = _with_scheduled_condition(pod, cond)
+            failed = Event(pod, "Warning", "FailedScheduling", cond["message"], SCHEDULER)
             if updated is not None:
                 ops.append(Op("status", updated))
-                events.append(Event(pod, "Warning", "FailedScheduling", cond["message"], SCHEDULER))
+                events.append(failed)
+            elif stale(snap, failed, snap.now):  # still unschedulable: said again every 5 min, as retried
+                events.append(failed)
             continue
         best = _choose(pod, feasible, nodes, peers)
         bound = copy.deepcopy(pod)

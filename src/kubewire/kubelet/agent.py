@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from kubewire.cluster.addressing import NodePlan, pod_netns, pod_veth
 from kubewire.cni.plan import PodWiring, plan_add, plan_delete
-from kubewire.controllers.events import KUBELET, Event, event_ops
+from kubewire.controllers.events import KUBELET, Event, SpamFilter, event_ops
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.kernel import ip as kip
 from kubewire.kernel import probe as kprobe
@@ -90,12 +90,16 @@ class NodeAgent:
         self.next_visit: dict[str, float] = {}  # uid -> when the pod next needs a look without news
         self.seen_rv: dict[str, str] = {}  # uid -> resourceVersion whose status we last checked
         self.events: list[Event] = []  # recorded since the last step (probes record from their tasks)
+        self.spam = SpamFilter()
+        self.restart_policy: dict[str, str] = {}  # uid -> the pod's restartPolicy, for what probes say
         self._load()
 
     def _event(self, rt: PodRT, c: ContainerRT | None, type_: str, reason: str, message: str) -> None:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": rt.name, "namespace": rt.namespace, "uid": rt.uid}}
-        self.events.append(Event(pod, type_, reason, message, KUBELET,
-                                 field_path=f"spec.containers{{{c.name}}}" if c else ""))  # fmt: skip
+        e = Event(pod, type_, reason, message, KUBELET, field_path=f"spec.containers{{{c.name}}}" if c else "",
+                  host=self.node.name)
+        if self.spam.allow(e, time.time()):
+            self.events.append(e)
 
     # ---- persistence -----------------------------------------------------------------------
     def _load(self) -> None:
@@ -179,6 +183,8 @@ class NodeAgent:
         for uid in [u for u in self.next_visit if u not in self.pods]:
             del self.next_visit[uid]
             self.seen_rv.pop(uid, None)
+            self.restart_policy.pop(uid, None)
+            self.spam.forget(uid)
         return ops
 
     def _needs_visit(self, rt: PodRT, now: float) -> bool:
@@ -292,6 +298,7 @@ class NodeAgent:
             env = build_env(pod, spec, snap, self.node.ip, rt.ip)
         except EnvError as e:
             c.state, c.reason, c.message = "waiting", "CreateContainerConfigError", str(e)
+            self._event(rt, c, "Warning", "Failed", f"Error: {e}")
             return
         argv = command_of(spec)
         if argv is not None:
@@ -354,6 +361,7 @@ class NodeAgent:
         changed = False
         specs = {c["name"]: c for c in pod["spec"].get("containers", [])}
         policy = pod["spec"].get("restartPolicy", "Always")
+        self.restart_policy[rt.uid] = policy
         own = [c.pid for c in rt.containers.values() if c.state == "running" and c.pid in self.exited]
         exits = dict(kproc.reap(own))
         soon = now + 1.0
@@ -423,10 +431,11 @@ class NodeAgent:
         pid = c.pid
 
         async def go() -> None:
+            errored = False
             try:
                 ok, _msg = await self._run_probe(rt, spec, probe, pid)
             except Exception as e:  # noqa: BLE001
-                ok, _msg = False, str(e)
+                ok, _msg, errored = False, str(e), True
             finally:
                 self.probing.discard(key)
             cur = self.pods.get(rt.uid)
@@ -435,7 +444,8 @@ class NodeAgent:
                 return
             if not ok:
                 kind = "Readiness" if which == "ready" else "Liveness"
-                self._event(cur, cc, "Warning", "Unhealthy", f"{kind} probe failed: {_msg}".strip())
+                how = "errored" if errored else "failed"
+                self._event(cur, cc, "Warning", "Unhealthy", f"{kind} probe {how}: {_msg}".strip())
             if which == "ready":
                 if ok:
                     cc.probe_ok, cc.probe_fail = cc.probe_ok + 1, 0
@@ -451,7 +461,8 @@ class NodeAgent:
                 cc.live_fail = 0 if ok else cc.live_fail + 1
                 if cc.live_fail >= int(probe.get("failureThreshold", 3)):
                     cc.live_fail = 0
-                    self._event(cur, cc, "Normal", "Killing", f"Container {cc.name} failed liveness probe, will be restarted")
+                    restarts = ", will be restarted" if self.restart_policy.get(rt.uid, "Always") != "Never" else ""
+                    self._event(cur, cc, "Normal", "Killing", f"Container {cc.name} failed liveness probe{restarts}")
                     kproc.signal_group(cc.pid, cc.ticks, signal.SIGKILL)
             self.wake()
 

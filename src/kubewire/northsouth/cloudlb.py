@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from kubewire.controllers.events import SERVICE_CONTROLLER, Event, event_ops
+from kubewire.controllers.events import SERVICE_CONTROLLER, Event, event_ops, stale
 from kubewire.controllers.types import Op, Snapshot
 from kubewire.ingress import lb
 from kubewire.kernel import ip as kip
@@ -91,14 +91,22 @@ class CloudLB:
         slices = snap.list("EndpointSlice") if lb.wants_endpoints(services) else []
         fronts, p = lb.frontends(services, ips, slices)
         problems += p
-        by_key = {f"service {lb.key_of(s)[0]}/{lb.key_of(s)[1]}: ": s for s in services}
         for msg in sorted(set(problems) - self.problems):
             log(msg)
+        by_key = {f"service {lb.key_of(s)[0]}/{lb.key_of(s)[1]}: ": s for s in services}
+        now = snap.now or time.time()
+        for msg in sorted(set(problems)):
             svc = next((obj for prefix, obj in by_key.items() if msg.startswith(prefix)), None)
-            if svc is not None:  # shown by `describe service`, as the service controller's warnings are
-                events.append(Event(svc, "Warning", "SyncLoadBalancerFailed", msg.split(": ", 1)[1], SERVICE_CONTROLLER))
+            if svc is None or msg.endswith("; ignored"):  # an ignored source range: logged, the LB still works
+                continue
+            # shown by `describe service`, as the service controller's; said again while it lasts
+            failed = Event(svc, "Warning", "SyncLoadBalancerFailed",
+                           f"Error syncing load balancer: failed to ensure load balancer: {msg.split(': ', 1)[1]}",
+                           SERVICE_CONTROLLER)  # fmt: skip
+            if msg not in self.problems or stale(snap, failed, now):
+                events.append(failed)
         self.problems = set(problems)
-        ops += event_ops(snap, events, snap.now or time.time())
+        ops += event_ops(snap, events, now)
         if fronts != self.fronts:
             self.fronts = fronts
             self.wake.set()
