@@ -310,6 +310,11 @@ def test_ingress_class_other_controller_gets_no_status(env: Env) -> None:
     assert not ing.get("status", {}).get("loadBalancer", {}).get("ingress")
     ok = env.c.json("get", "ingress", "path-rules", "-n", "edge")  # no class: the default IngressClass
     assert ok["status"]["loadBalancer"]["ingress"] == [{"ip": env.lb_ip}]
+    # what kubectl describe shows of it: ingress-nginx scheduled the one it serves for sync, not the other
+    served = env.c.kw("describe", "ingress", "path-rules", "-n", "edge").stdout
+    assert re.search(r"^  Normal +Sync +\S+.* +nginx-ingress-controller +Scheduled for sync$", served, re.M), served
+    other = env.c.kw("describe", "ingress", "test-ingress-class", "-n", "edge").stdout
+    assert "Scheduled for sync" not in other, other
 
 
 def test_default_backend_takes_everything_unmatched(env: Env) -> None:

@@ -26,6 +26,7 @@ KUBELET = "kubelet"
 REPLICASET_CONTROLLER = "replicaset-controller"
 DEPLOYMENT_CONTROLLER = "deployment-controller"
 SERVICE_CONTROLLER = "service-controller"
+INGRESS_CONTROLLER = "nginx-ingress-controller"
 
 
 @dataclass(frozen=True)

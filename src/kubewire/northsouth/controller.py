@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from kubewire.controllers.events import INGRESS_CONTROLLER, Event, event_ops
 from kubewire.controllers.types import Cursor, Op, Snapshot
 from kubewire.ingress import model, nginxconf
 from kubewire.ingress.certs import parse_tls_secret
@@ -72,6 +73,7 @@ class IngressController:
         self.problems: set[str] = set()
         self.cursor: Cursor | None = None
         self.pod_names: list[str] = []
+        self.synced: dict[tuple[str, str], str] = {}  # served Ingress -> the resourceVersion last scheduled for sync
 
     def sync(self, snap: Snapshot) -> list[Op]:
         pods = controller_pods(snap)
@@ -90,6 +92,7 @@ class IngressController:
             for msg in sorted(set(self.cfg.problems) - self.problems):
                 log(msg)
             self.problems = set(self.cfg.problems)
+            ops += self._sync_events(snap, self.cfg)
             ops += self._issue(snap, self.cfg)
             default_pem = self._default_cert(self.cfg.hosts)
             names = {p["metadata"]["name"] for p in pods}
@@ -102,6 +105,22 @@ class IngressController:
         ops += self._publish(snap, self.cfg)
         self.cursor, self.pod_names = snap.cursor, pod_names  # only once all of it went through
         return ops
+
+    def _sync_events(self, snap: Snapshot, cfg: model.Config) -> list[Op]:
+        """ingress-nginx's "Sync: Scheduled for sync" on an Ingress it serves, each time it changes
+        (its store's informer records it on add and on every update, status updates included)."""
+        events = []
+        synced: dict[tuple[str, str], str] = {}
+        for key in sorted(cfg.ingresses):
+            ing = snap.get("Ingress", *key)
+            if ing is None:
+                continue
+            rv = ing["metadata"].get("resourceVersion", "")
+            synced[key] = rv
+            if self.synced.get(key) != rv:
+                events.append(Event(ing, "Normal", "Sync", "Scheduled for sync", INGRESS_CONTROLLER))
+        self.synced = synced
+        return event_ops(snap, events, snap.now or time.time())
 
     # ---- files and reloads -------------------------------------------------------------------
     def pod_dir(self, pod: str) -> str:
