@@ -522,9 +522,14 @@ def test_events_say_why_a_pod_is_not_ready(env: Env) -> None:
     rows = c.kw("get", "events").stdout.splitlines()
     assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
     assert any(r.split()[1:4] == ["Warning", "Unhealthy", "pod/never-ready"] for r in rows), rows
+    rows = c.kw("events", "--for", "pod/never-ready", "--types", "Warning").stdout.splitlines()
+    assert rows[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], rows
+    assert rows[1:] and all(r.split()[1:4] == ["Warning", "Unhealthy", "pod/never-ready"] for r in rows[1:]), rows
     items = json.loads(c.kw("get", "events", "--sort-by=.lastTimestamp", "-o", "json").stdout)["items"]
     stamps = [e["lastTimestamp"] for e in items]
     assert len(stamps) > 10 and stamps == sorted(stamps)
+    node_text = c.kw("describe", "node", n2).stdout
+    assert "Starting kubelet." in node_text and f"Node {n2} status is now: NodeReady" in node_text, node_text
     deploy_text = c.kw("describe", "deployment", "pair").stdout
     assert "ScalingReplicaSet" in deploy_text and "Scaled up replica set pair-" in deploy_text, deploy_text
 

@@ -129,6 +129,20 @@ def get(
 
 
 @app.command()
+def events(
+    namespace: str | None = typer.Option(None, "-n", "--namespace"),
+    all_namespaces: bool = typer.Option(False, "-A", "--all-namespaces"),
+    for_: str | None = typer.Option(None, "--for", metavar="TYPE/NAME", help="Only the events of this object."),
+    types: str | None = typer.Option(None, "--types", help="Normal, Warning or both (comma-separated)."),
+    no_headers: bool = typer.Option(False, "--no-headers"),
+) -> None:
+    """Events in the order they happened, as kubectl events shows them."""
+    from kubewire.cli.events_cmd import events as show
+
+    show(namespace, all_namespaces, for_, types, no_headers)
+
+
+@app.command()
 def describe(args: list[str] = typer.Argument(...), namespace: str | None = typer.Option(None, "-n", "--namespace")) -> None:
     """Show an object in detail."""
     objcmd.describe(args, namespace)

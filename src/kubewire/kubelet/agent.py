@@ -91,8 +91,22 @@ class NodeAgent:
         self.seen_rv: dict[str, str] = {}  # uid -> resourceVersion whose status we last checked
         self.events: list[Event] = []  # recorded since the last step (probes record from their tasks)
         self.spam = SpamFilter()
+        self.announced = False  # the node's start events, once per agent
         self.restart_policy: dict[str, str] = {}  # uid -> the pod's restartPolicy, for what probes say
         self._load()
+
+    def _announce(self, snap: Snapshot) -> None:
+        """What a kubelet records on its Node when it starts (describe node shows them)."""
+        node = snap.get("Node", "", self.node.name)
+        if node is None:
+            return
+        self.announced = True
+        name = self.node.name
+        self.events.append(Event(node, "Normal", "Starting", "Starting kubelet.", KUBELET, host=name))
+        self.events.append(Event(node, "Normal", "NodeAllocatableEnforced", "Updated Node Allocatable limit across pods",
+                                 KUBELET, host=name))  # fmt: skip
+        for status in ("NodeHasSufficientMemory", "NodeHasNoDiskPressure", "NodeHasSufficientPID", "NodeReady"):
+            self.events.append(Event(node, "Normal", status, f"Node {name} status is now: {status}", KUBELET, host=name))
 
     def _event(self, rt: PodRT, c: ContainerRT | None, type_: str, reason: str, message: str) -> None:
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": rt.name, "namespace": rt.namespace, "uid": rt.uid}}
@@ -175,6 +189,8 @@ class NodeAgent:
                 st = pod_status(pod, rt, self.node.ip, now_rfc3339())
                 if pod.get("status", {}) != st:
                     ops.append(Op("status", {**pod, "status": st}))
+        if not self.announced:
+            self._announce(snap)
         if self.events:
             ops += event_ops(snap, self.events, now)
             self.events = []
