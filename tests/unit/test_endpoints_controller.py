@@ -257,3 +257,26 @@ def test_an_empty_selector_is_no_selector() -> None:
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"selector": {}, "ports": []}}
     default_service(svc)
     assert "selector" not in svc["spec"]  # selector-less: its Endpoints and slices are the user's
+
+
+def test_stored_endpoints_are_repacked_as_the_api_server_stores_them() -> None:
+    from kubewire.api.loader import read_text
+    from kubewire.api.validation import validate_and_default
+
+    text = """apiVersion: v1
+kind: Endpoints
+metadata: {name: db}
+subsets:
+- addresses: [{ip: 192.0.2.2}, {ip: 192.0.2.1}]
+  ports: [{name: pg, port: 5432}]
+- addresses: [{ip: 192.0.2.3}]
+  notReadyAddresses: [{ip: 192.0.2.1}]
+  ports: [{name: pg, port: 5432}]
+"""
+    (doc,) = read_text(text, "ep.yaml")
+    # one subset for the one port; 192.0.2.1 listed once, not ready since one subset says so
+    assert validate_and_default(doc)["subsets"] == [{
+        "addresses": [{"ip": "192.0.2.2"}, {"ip": "192.0.2.3"}],
+        "notReadyAddresses": [{"ip": "192.0.2.1"}],
+        "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+    }]  # fmt: skip

@@ -4,6 +4,8 @@ selector-less Services use; the mirroring controller turns such objects into End
 
 from __future__ import annotations
 
+import json
+
 from kubewire.api.access import Errs, child, index
 from kubewire.api.addresses import parse_ip_sloppy
 from kubewire.api.defaults import register_defaulter
@@ -88,6 +90,86 @@ def _validate_port(port: dict, require_name: bool, path: str, errs: Errs) -> Non
     app = port.get("appProtocol")
     if app is not None:
         errs.extend(invalid(child(path, "appProtocol"), app, m) for m in is_qualified_name(app))
+
+
+# --- RepackSubsets: the canonical form the API server stores (and the mirroring controller reads) --
+
+
+def port_tuple(port: dict) -> tuple[str, int | None, str, str | None]:
+    """An Endpoints or EndpointSlice port as a comparable value; protocol defaults to TCP, as the
+    API server defaults both kinds."""
+    number = port.get("port")
+    return (
+        port.get("name") or "",
+        number if isinstance(number, int) else None,
+        port.get("protocol") or "TCP",
+        port.get("appProtocol"),
+    )
+
+
+def address_order(addr: dict) -> tuple[str, int, str]:
+    """LessEndpointAddress: by IP (as text), then target UID, an address without target first."""
+    ref = addr.get("targetRef")
+    return (addr.get("ip") or "", 0 if not ref else 1, (ref or {}).get("uid") or "")
+
+
+def repack_subsets(subsets: list[dict]) -> list[tuple[list[tuple], list[dict], list[dict]]]:
+    """RepackSubsets: (ports, ready addresses, not-ready addresses) per distinct set of addresses.
+    An address is one per IP and target UID (the first seen is kept); not-ready wins over ready for
+    the same port; a subset without ports keeps its addresses under no ports (upstream's sentinel)."""
+    first: dict[tuple[str, str], dict] = {}
+    by_port: dict[tuple | None, dict[tuple[str, str], bool]] = {}
+    for subset in subsets or []:
+        if not isinstance(subset, dict):
+            continue
+        ports: list[tuple | None] = [port_tuple(p) for p in subset.get("ports") or [] if isinstance(p, dict)]
+        for port in ports or [None]:
+            for field, ready in (("addresses", True), ("notReadyAddresses", False)):
+                for addr in subset.get(field) or []:
+                    if not isinstance(addr, dict):
+                        continue
+                    key = (addr.get("ip") or "", ((addr.get("targetRef") or {}).get("uid")) or "")
+                    first.setdefault(key, addr)
+                    seen = by_port.setdefault(port, {})
+                    if seen.get(key, True):  # not-ready trumps ready
+                        seen[key] = ready
+    groups: dict[frozenset, list[tuple]] = {}
+    for port, seen in by_port.items():
+        ports_of = groups.setdefault(frozenset(seen.items()), [])
+        if port is not None:
+            ports_of.append(port)
+    out = []
+    for group, ports in groups.items():
+        ready = sorted((first[k] for k, r in group if r), key=address_order)
+        not_ready = sorted((first[k] for k, r in group if not r), key=address_order)
+        out.append((sorted(ports, key=json.dumps), ready, not_ready))
+    out.sort(key=lambda s: json.dumps([s[0], [address_order(a) for a in s[1] + s[2]]]))
+    return out
+
+
+def canonicalize_endpoints(obj: dict) -> None:
+    """endpointsStrategy.Canonicalize: subsets repacked (one per distinct set of addresses, each
+    address once, not-ready winning, sorted), as the API server stores them after validation."""
+    out = []
+    for ports, ready, not_ready in repack_subsets(obj.get("subsets") or []):
+        subset: dict = {}
+        if ready:
+            subset["addresses"] = ready
+        if not_ready:
+            subset["notReadyAddresses"] = not_ready
+        if ports:
+            subset["ports"] = [_endpoint_port(p) for p in ports]
+        out.append(subset)
+    obj["subsets"] = out
+
+
+def _endpoint_port(port: tuple[str, int | None, str, str | None]) -> dict:
+    name, number, protocol, app_protocol = port
+    out: dict = {"name": name} if name else {}
+    out.update(port=number, protocol=protocol)
+    if app_protocol is not None:
+        out["appProtocol"] = app_protocol
+    return out
 
 
 register_defaulter("Endpoints", default_endpoints)

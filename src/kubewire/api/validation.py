@@ -14,7 +14,7 @@ from collections.abc import Callable
 from kubewire.api.access import get_str
 from kubewire.api.config import validate_configmap, validate_namespace, validate_secret
 from kubewire.api.defaults import DEFAULTERS, apply_defaults, register_defaulter
-from kubewire.api.endpoints import validate_endpoints
+from kubewire.api.endpoints import canonicalize_endpoints, validate_endpoints
 from kubewire.api.errors import FieldError, ManifestError, invalid, required
 from kubewire.api.kinds import UnknownKindError, lookup_kind
 from kubewire.api.loader import Document
@@ -38,6 +38,11 @@ VALIDATORS: dict[str, Validator] = {
     "Endpoints": validate_endpoints,
     "EndpointSlice": validate_endpointslice,
     "NetworkPolicy": validate_networkpolicy,
+}
+
+# What the API server's strategies do to a valid object before storing it (Canonicalize).
+CANONICALIZERS: dict[str, Callable[[dict], None]] = {
+    "Endpoints": canonicalize_endpoints,
 }
 
 # metadata.name rules; kinds not listed use DNS-1123 subdomain, the API's common rule.
@@ -120,4 +125,7 @@ def validate_and_default(doc: Document, old: dict | None = None, *, namespace: s
             namespace=ns,
             item=doc.item,
         )
+    canonical = CANONICALIZERS.get(obj.get("kind", ""))
+    if canonical is not None:
+        canonical(obj)
     return obj

@@ -28,6 +28,7 @@ import hashlib
 import json
 
 from kubewire.api.addresses import parse_ip_sloppy
+from kubewire.api.endpoints import port_tuple, repack_subsets
 from kubewire.api.names import name_is_dns_subdomain
 from kubewire.controllers.podutil import labels_of, meta
 from kubewire.controllers.replicaset import ALPHANUMS, MAX_NAME_LENGTH, RANDOM_LENGTH
@@ -196,21 +197,9 @@ class _SliceIndex:
 # --- Endpoints to endpoints (RepackSubsets, utils.go) ---------------------------------------------
 
 
-def _port_tuple(port: dict) -> tuple[str, int | None, str, str | None]:
-    """An Endpoints or EndpointSlice port as a comparable value; protocol defaults to TCP, as the
-    API server defaults both kinds."""
-    number = port.get("port")
-    return (
-        port.get("name") or "",
-        number if isinstance(number, int) else None,
-        port.get("protocol") or "TCP",
-        port.get("appProtocol"),
-    )
-
-
 def port_key(ports: list[dict]) -> PortKey:
     """NewPortMapKey: the same ports in any order give the same key."""
-    return json.dumps(sorted(json.dumps(_port_tuple(p)) for p in ports or []))
+    return json.dumps(sorted(json.dumps(port_tuple(p)) for p in ports or []))
 
 
 def _slice_port(port: tuple[str, int | None, str, str | None]) -> dict:
@@ -219,46 +208,6 @@ def _slice_port(port: tuple[str, int | None, str, str | None]) -> dict:
     out: dict = {"name": name, "port": number, "protocol": protocol}
     if app_protocol is not None:
         out["appProtocol"] = app_protocol
-    return out
-
-
-def _address_order(addr: dict) -> tuple[str, int, str]:
-    """LessEndpointAddress: by IP (as text), then target UID, an address without target first."""
-    ref = addr.get("targetRef")
-    return (addr.get("ip") or "", 0 if not ref else 1, (ref or {}).get("uid") or "")
-
-
-def repack_subsets(subsets: list[dict]) -> list[tuple[list[tuple], list[dict], list[dict]]]:
-    """RepackSubsets: (ports, ready addresses, not-ready addresses) per distinct set of addresses.
-    An address is one per IP and target UID (the first seen is kept); not-ready wins over ready for
-    the same port; a subset without ports keeps its addresses under no ports (upstream's sentinel)."""
-    first: dict[tuple[str, str], dict] = {}
-    by_port: dict[tuple | None, dict[tuple[str, str], bool]] = {}
-    for subset in subsets or []:
-        if not isinstance(subset, dict):
-            continue
-        ports: list[tuple | None] = [_port_tuple(p) for p in subset.get("ports") or [] if isinstance(p, dict)]
-        for port in ports or [None]:
-            for field, ready in (("addresses", True), ("notReadyAddresses", False)):
-                for addr in subset.get(field) or []:
-                    if not isinstance(addr, dict):
-                        continue
-                    key = (addr.get("ip") or "", ((addr.get("targetRef") or {}).get("uid")) or "")
-                    first.setdefault(key, addr)
-                    seen = by_port.setdefault(port, {})
-                    if seen.get(key, True):  # not-ready trumps ready
-                        seen[key] = ready
-    groups: dict[frozenset, list[tuple]] = {}
-    for port, seen in by_port.items():
-        ports_of = groups.setdefault(frozenset(seen.items()), [])
-        if port is not None:
-            ports_of.append(port)
-    out = []
-    for group, ports in groups.items():
-        ready = sorted((first[k] for k, r in group if r), key=_address_order)
-        not_ready = sorted((first[k] for k, r in group if not r), key=_address_order)
-        out.append((sorted(ports, key=json.dumps), ready, not_ready))
-    out.sort(key=lambda s: json.dumps([s[0], [_address_order(a) for a in s[1] + s[2]]]))
     return out
 
 
