@@ -148,10 +148,15 @@ def repack_subsets(subsets: list[dict]) -> list[tuple[list[tuple], list[dict], l
 
 
 def canonicalize_endpoints(obj: dict) -> None:
-    """endpointsStrategy.Canonicalize: subsets repacked (one per distinct set of addresses, each
-    address once, not-ready winning, sorted), as the API server stores them after validation."""
+    """endpointsStrategy.Canonicalize: subsets repacked, as the API server stores them after validation."""
+    obj["subsets"] = repacked(obj.get("subsets") or [])
+
+
+def repacked(subsets: list[dict]) -> list[dict]:
+    """RepackSubsets as subsets: one per distinct set of addresses, each address once, not-ready
+    winning, sorted."""
     out = []
-    for ports, ready, not_ready in repack_subsets(obj.get("subsets") or []):
+    for ports, ready, not_ready in repack_subsets(subsets):
         subset: dict = {}
         if ready:
             subset["addresses"] = ready
@@ -160,7 +165,7 @@ def canonicalize_endpoints(obj: dict) -> None:
         if ports:
             subset["ports"] = [_endpoint_port(p) for p in ports]
         out.append(subset)
-    obj["subsets"] = out
+    return out
 
 
 def _endpoint_port(port: tuple[str, int | None, str, str | None]) -> dict:

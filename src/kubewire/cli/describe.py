@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kubewire.cli.printers import age, pod_status_word
+from kubewire.cli.sortby import chronological
 from kubewire.controllers.endpointslice import LABEL_SERVICE_NAME
 from kubewire.store.apply import LAST_APPLIED
 from kubewire.store.db import Store
@@ -347,9 +348,8 @@ def event_lines(o: dict, store: Store | None) -> list[str]:
     events = [] if store is None else [e for e in store.list("Event", m.get("namespace") or "default") if about(e)]
     if not events:
         return ["Events:\t<none>"]
-    events.sort(key=lambda e: (e.get("lastTimestamp") or "", e.get("eventTime") or "", e["metadata"]["name"]))
     lines = ["Events:", "  Type\tReason\tAge\tFrom\tMessage", "  ----\t------\t----\t----\t-------"]
-    for e in events:
+    for e in chronological(events):
         first = age(e.get("firstTimestamp") or e["metadata"].get("creationTimestamp"))
         count = int(e.get("count") or 1)
         interval = f"{age(e.get('lastTimestamp'))} (x{count} over {first})" if count > 1 else first

@@ -6,6 +6,7 @@ from __future__ import annotations
 from kubewire.cli.context import fail
 from kubewire.cli.objects import _resolve, handle
 from kubewire.cli.printers import table
+from kubewire.cli.sortby import chronological
 
 TYPES = ("Normal", "Warning")
 
@@ -18,13 +19,13 @@ def events(namespace: str | None, all_ns: bool, for_: str | None, types: str | N
             continue
         match = next((k for k in TYPES if k.lower() == t.lower()), None)
         if match is None:
-            fail(f"valid --types are Normal, Warning; got {t!r}".replace("'", '"'))
+            fail(f'valid --types are Normal, Warning; got "{t}"')
         wanted.add(match)
     kind = name = None
     if for_:
         word, sep, name = for_.partition("/")
         if not sep or not word or not name:
-            fail(f"--for must be in resource/name form, not {for_!r}".replace("'", '"'))
+            fail(f'--for must be in resource/name form, not "{for_}"')
         kind = _resolve(word).kind
     h = handle()
     items = h.store.list("Event", None if all_ns else (namespace or "default"))
@@ -40,6 +41,5 @@ def events(namespace: str | None, all_ns: bool, for_: str | None, types: str | N
         ns = "all namespaces" if all_ns else f"{namespace or 'default'} namespace"
         print(f"No events found in {ns}.")
         return
-    out.sort(key=lambda e: (e.get("lastTimestamp") or "", e.get("eventTime") or "", e["metadata"]["name"]))
-    text = table("Event", out, namespaced_all=all_ns)
+    text = table("Event", chronological(out), namespaced_all=all_ns)
     print("\n".join(text.splitlines()[1:]) if no_headers else text)

@@ -46,6 +46,12 @@ def api_order(kind: str, items: list[dict]) -> list[dict]:
                                         (o.get("involvedObject") or {}).get("name", "") + ".", o.get("eventTime") or ""))
 
 
+def chronological(events: list[dict]) -> list[dict]:
+    """Events in the order things happened, as describe and kubectl events list them: last seen,
+    then recorded (eventTime keeps one second's events in order)."""
+    return sorted(events, key=lambda e: (e.get("lastTimestamp") or "", e.get("eventTime") or "", e["metadata"]["name"]))
+
+
 def sort_items(items: list[dict], field: str) -> list[dict]:
     """The items in kubectl's --sort-by order (stable: ties keep the API's order)."""
     path = relaxed(field)
@@ -53,12 +59,12 @@ def sort_items(items: list[dict], field: str) -> list[dict]:
         template = parse(path)
     except JSONPathError as e:
         raise ValueError(str(e)) from None
+    if len(items) <= 1:
+        return items  # kubectl sorts (and can complain) only when there is something to order
     values = []
     for o in items:
         groups = template.execute(o, True)
         values.append(groups[0][0] if groups and groups[0] else None)
-    if len(items) <= 1:
-        return items  # kubectl sorts (and can complain) only when there is something to order
     if all(v is None for v in values):
         raise ValueError(f'couldn\'t find any field with path "{path}" in the list of objects')
     quantities = all(isinstance(v, str) and _QUANTITY.match(v) for v in values if v is not None)

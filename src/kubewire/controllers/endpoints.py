@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import math
 
+from kubewire.api.endpoints import repacked
+from kubewire.controllers.endpointslice import LABEL_HEADLESS, managed_owner
 from kubewire.controllers.podutil import labels_of, meta
 from kubewire.controllers.types import Key, NamespacedName, Op, Since, SliceOwners, Snapshot
 
-LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
-LABEL_HEADLESS = "service.kubernetes.io/headless"
-SLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 ANNOTATION_OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
 ANNOTATION_LEADER = "control-plane.alpha.kubernetes.io/leader"
 MAX_CAPACITY = 1000
@@ -41,13 +39,6 @@ class EndpointsMemo(Since, SliceOwners):
     def __init__(self) -> None:
         Since.__init__(self)
         SliceOwners.__init__(self)
-
-
-def _slice_owner(es: dict) -> NamespacedName | None:
-    labels = labels_of(es)
-    if labels.get(LABEL_MANAGED_BY) == SLICE_CONTROLLER and labels.get(LABEL_SERVICE_NAME):
-        return (meta(es).get("namespace", "") or "", labels[LABEL_SERVICE_NAME])
-    return None
 
 
 def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice_ops: list[Op] = ()) -> list[Op]:  # type: ignore[assignment]
@@ -68,7 +59,7 @@ def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice
     if changed is None:
         index.slice_owner, index.slices_of = {}, {}
         for key, es in {**snap.index("EndpointSlice"), **overlay}.items():
-            index.track(key, _slice_owner(es) if es is not None else None)
+            index.track(key, managed_owner(es) if es is not None else None)
         todo: set[NamespacedName] = set(services)
         # checkLeftoverEndpoints: at start, an Endpoints whose Service is gone (no lock) goes too
         deleted: set[NamespacedName] = {
@@ -77,7 +68,7 @@ def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice
     else:
         todo, deleted = _concerned(snap, changed, index)
         for key, es in overlay.items():
-            after = _slice_owner(es) if es is not None else None
+            after = managed_owner(es) if es is not None else None
             todo.update(k for k in (index.track(key, after), after) if k is not None)
     ops: list[Op] = []
     for key in sorted(todo | deleted):
@@ -89,7 +80,7 @@ def reconcile_endpoints(snap: Snapshot, memo: EndpointsMemo | None = None, slice
             continue
         slices = [es for k in sorted(index.slices_of.get(key, ()))
                   if (es := overlay[k] if k in overlay else snap.get("EndpointSlice", *k))
-                  and _slice_owner(es) == key]  # a create of a taken name may have been refused  # fmt: skip
+                  and managed_owner(es) == key]  # a create of a taken name may have been refused  # fmt: skip
         op = sync_service(svc, slices, current)
         if op is not None:
             ops.append(op)
@@ -109,7 +100,7 @@ def _concerned(snap: Snapshot, changed: set[Key], memo: EndpointsMemo) -> tuple[
                 deleted.add((ns, name))
         elif kind == "EndpointSlice":
             es = snap.get("EndpointSlice", ns, name)
-            after = _slice_owner(es) if es is not None else None
+            after = managed_owner(es) if es is not None else None
             before = memo.track((ns, name), after)
             todo.update(k for k in (before, after) if k is not None)
     return todo, deleted
@@ -173,19 +164,17 @@ def sync_service(svc: dict, slices: list[dict], current: dict | None) -> Op | No
 
 
 def subsets_from_slices(svc: dict, slices: list[dict]) -> list[dict]:
-    """The repacked subsets (RepackSubsets) for the endpoints of the Service's slices of its
-    primary family: one subset per distinct set of ports, addresses sorted by IP."""
+    """The subsets for the endpoints of the Service's slices of its primary family: one per
+    endpoint, as addEndpointSubset makes them, then repacked (RepackSubsets)."""
     spec = svc.get("spec") or {}
     family = primary_family(svc)
     headless_without_ports = not spec.get("ports") and spec.get("clusterIP") == "None"
     tolerate = bool(spec.get("publishNotReadyAddresses"))
-    # (address key) -> (address, ready), and per port: the addresses offering it
-    addresses: dict[tuple, tuple[dict, bool]] = {}
-    offered: dict[tuple, set[tuple]] = {}
+    raw: list[dict] = []
     for es in slices:
         if es.get("addressType") != family:
             continue
-        ports = [_endpoint_port(p) for p in es.get("ports") or [] if p.get("port") is not None]
+        ports = [p for p in es.get("ports") or [] if p.get("port") is not None]
         if not ports and not headless_without_ports:
             continue
         for ep in es.get("endpoints") or []:
@@ -195,61 +184,9 @@ def subsets_from_slices(svc: dict, slices: list[dict]) -> list[dict]:
             addrs = ep.get("addresses") or []
             if not addrs:
                 continue
-            address = _address(ep, addrs[0])
-            akey = _address_key(address)
-            ready = cond.get("ready") is not False
-            if akey in addresses:  # the same address in two slices: not ready wins (mapAddressByPort)
-                ready = ready and addresses[akey][1]
-            addresses[akey] = (address, ready)
-            for port in ports or [None]:
-                offered.setdefault(_port_key(port), set()).add(akey)
-    # ports grouped by the exact set of addresses offering them (the N-to-M repack)
-    ports_by_set: dict[frozenset, list[dict]] = {}
-    for pkey, akeys in offered.items():
-        group = ports_by_set.setdefault(frozenset(akeys), [])
-        if pkey != _SENTINEL:
-            group.append(_port_from_key(pkey))
-    subsets = []
-    for akeys, ports in ports_by_set.items():
-        ordered = sorted(akeys, key=_sort_key)
-        subset: dict = {}
-        ready = [addresses[k][0] for k in ordered if addresses[k][1]]
-        not_ready = [addresses[k][0] for k in ordered if not addresses[k][1]]
-        if ready:
-            subset["addresses"] = ready
-        if not_ready:
-            subset["notReadyAddresses"] = not_ready
-        if ports:
-            subset["ports"] = sorted(ports, key=lambda p: (p.get("name", ""), p["port"], p["protocol"]))
-        subsets.append(subset)
-    subsets.sort(key=lambda s: ([_port_key(p) for p in s.get("ports", [])], _first_ip(s)))
-    return subsets
-
-
-_SENTINEL = ("", -1, "", "")
-
-
-def _endpoint_port(p: dict) -> dict:
-    out = {"name": p.get("name") or "", "port": p["port"], "protocol": p.get("protocol") or "TCP"}
-    if p.get("appProtocol"):
-        out["appProtocol"] = p["appProtocol"]
-    return out
-
-
-def _port_key(p: dict | None) -> tuple:
-    if p is None:
-        return _SENTINEL
-    return (p.get("name", ""), p["port"], p["protocol"], p.get("appProtocol", ""))
-
-
-def _port_from_key(k: tuple) -> dict:
-    name, port, protocol, app = k
-    out: dict = {"port": port, "protocol": protocol}
-    if name:
-        out = {"name": name, **out}
-    if app:
-        out["appProtocol"] = app
-    return out
+            field = "notReadyAddresses" if cond.get("ready") is False else "addresses"
+            raw.append({field: [_address(ep, addrs[0])], "ports": ports})
+    return repacked(raw)
 
 
 def _address(ep: dict, ip: str) -> dict:
@@ -262,23 +199,6 @@ def _address(ep: dict, ip: str) -> dict:
     if ref:
         out["targetRef"] = {k: ref[k] for k in ("kind", "namespace", "name", "uid") if ref.get(k)}
     return out
-
-
-def _address_key(a: dict) -> tuple:
-    ref = a.get("targetRef") or {}
-    return (a["ip"], a.get("hostname", ""), a.get("nodeName", ""), ref.get("uid", ""), ref.get("name", ""))
-
-
-def _sort_key(akey: tuple) -> tuple:
-    """LessEndpointAddress: the IP as a string (so 10.0.0.10 before 10.0.0.9), then the UID."""
-    return (akey[0], akey[3], akey)
-
-
-def _first_ip(s: dict) -> str:
-    for field in ("addresses", "notReadyAddresses"):
-        if s.get(field):
-            return s[field][0]["ip"]
-    return ""
 
 
 def truncate(subsets: list[dict]) -> bool:

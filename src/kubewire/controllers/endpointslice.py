@@ -138,7 +138,7 @@ def _same_objects(a: list[dict], b: list[dict]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
-def _managed_owner(es: dict) -> NamespacedName | None:
+def managed_owner(es: dict) -> NamespacedName | None:
     labels = labels_of(es)
     if labels.get(LABEL_MANAGED_BY) == CONTROLLER_NAME and labels.get(LABEL_SERVICE_NAME):
         return (meta(es).get("namespace", ""), labels[LABEL_SERVICE_NAME])
@@ -180,7 +180,7 @@ def _full_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSlice
     for es in snap.list("EndpointSlice"):
         ns = meta(es).get("namespace", "")
         taken.setdefault(ns, set()).add(meta(es)["name"])
-        owner = _managed_owner(es)
+        owner = managed_owner(es)
         if owner is not None:
             managed.setdefault(owner, []).append(es)
     if memo is not None:
@@ -208,7 +208,7 @@ def _changed_pass(snap: Snapshot, max_endpoints_per_slice: int, memo: EndpointSl
         dirty.add(key)
         memo.index_service(key, svc)
     for key, es in changes["EndpointSlice"].items():
-        owner = _managed_owner(es) if es is not None else None
+        owner = managed_owner(es) if es is not None else None
         before = memo.track_slice(key, owner)
         dirty.update(k for k in (before, owner) if k is not None)
     for key, pod in changes["Pod"].items():

@@ -30,6 +30,7 @@ import json
 from kubewire.api.addresses import parse_ip_sloppy
 from kubewire.api.endpoints import port_tuple, repack_subsets
 from kubewire.api.names import name_is_dns_subdomain
+from kubewire.controllers.endpointslice import LABEL_MANAGED_BY, LABEL_SERVICE_NAME
 from kubewire.controllers.podutil import labels_of, meta
 from kubewire.controllers.replicaset import ALPHANUMS, MAX_NAME_LENGTH, RANDOM_LENGTH
 from kubewire.controllers.types import (
@@ -44,8 +45,6 @@ from kubewire.controllers.types import (
 )
 
 CONTROLLER_NAME = "endpointslicemirroring-controller.k8s.io"
-LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
 # resourcelock.LeaderElectionRecordAnnotationKey: an Endpoints used as a lock is never mirrored
 ANNOTATION_LEADER = "control-plane.alpha.kubernetes.io/leader"

@@ -66,12 +66,16 @@ class SpamFilter:
             del self.buckets[key]
 
 
+def event_namespace(e: Event) -> str:
+    """Where the Event lives: its object's namespace, "default" for cluster-scoped objects."""
+    return (e.involved.get("metadata") or {}).get("namespace") or "default"
+
+
 def stale(snap: Snapshot, e: Event, now: float, after: float = REFRESH_SECONDS) -> bool:
     """True when this event was never recorded, or last recorded more than `after` seconds ago: a
     condition that stands (a pod still unschedulable) is recorded again, so its Event neither goes
     stale nor expires while it lasts."""
-    ns = (e.involved.get("metadata") or {}).get("namespace") or "default"
-    existing = snap.get("Event", ns, event_name(e))
+    existing = snap.get("Event", event_namespace(e), event_name(e))
     if existing is None:
         return True
     return (existing.get("lastTimestamp") or "") < _time(now - after)
@@ -108,8 +112,7 @@ def event_ops(snap: Snapshot, events: Iterable[Event], now: float) -> list[Op]:
     """The writes recording these events: a new Event, or the existing one counted again."""
     counted: dict[tuple[str, str], tuple[Event, int]] = {}
     for e in events:
-        ns = (e.involved.get("metadata") or {}).get("namespace") or "default"
-        key = (ns, event_name(e))
+        key = (event_namespace(e), event_name(e))
         seen = counted.get(key)
         counted[key] = (e, seen[1] + 1 if seen else 1)
     ops: list[Op] = []
